@@ -1,0 +1,1 @@
+"""camlab: CAM and WSOL experiments."""
