@@ -1,0 +1,147 @@
+"""Finds the pieces CAM needs on any model: the unwrapped network, the target layer, the head.
+
+Models of ours declare them (duck-typed protocol): ``cam_layer`` (dotted module name whose output
+``[B, C, h, w]`` feeds global average pooling) and ``gap_classifier`` (the ``nn.Linear`` after the
+pooling). Plain torchvision models get heuristics (see ``default_cam_layer``).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from camlab.errors import CamlabError
+
+_WRAPPERS = (DistributedDataParallel, DataParallel)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strips DDP / DataParallel / ``torch.compile`` wrappers.
+
+    Calling the inner module directly keeps DDP's reducer and collectives out of CAM calls.
+    """
+    while True:
+        if isinstance(model, _WRAPPERS):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _has(module: nn.Module, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(m, kinds) for m in module.modules())
+
+
+def _is_global_pool(module: nn.Module) -> bool:
+    size = getattr(module, "output_size", None)
+    return isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and size in (1, (1, 1))
+
+
+def default_cam_layer(model: nn.Module) -> str:
+    """Name of the model's CAM layer.
+
+    ``model.cam_layer`` when declared; otherwise the last top-level child that holds a conv and
+    no global pooling (torchvision: ``layer4`` for ResNets, ``features`` for DenseNet, VGG,
+    MobileNet, EfficientNet, SqueezeNet, ``Mixed_7c`` for Inception). A model whose only conv
+    child also holds a Linear is a wrapper around a whole network, so the search descends into it.
+
+    Raises:
+        CamlabError: no convolutional child found.
+    """
+    declared = getattr(model, "cam_layer", None)
+    if isinstance(declared, str):
+        return declared
+    prefix, module = "", model
+    while True:
+        convs = [
+            (name, child)
+            for name, child in module.named_children()
+            if _has(child, (nn.Conv2d,)) and not any(_is_global_pool(m) for m in child.modules())
+        ]
+        if not convs:
+            raise CamlabError(
+                f"Could not find a convolutional stage in {type(model).__name__}; pass "
+                f"target_layer=<name>. Candidates: {', '.join(layer_names(model)[:40])}."
+            )
+        name, child = convs[-1]
+        if len(convs) == 1 and _has(child, (nn.Linear,)) and any(True for _ in child.children()):
+            prefix, module = f"{prefix}{name}.", child
+            continue
+        return prefix + name
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of all submodules (the candidates for ``target_layer``)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, target_layer: str | nn.Module | None) -> tuple[str, nn.Module]:
+    """Returns ``(name, module)`` of the target layer (``None`` = the model's CAM layer).
+
+    Raises:
+        CamlabError: unknown name or module, listing the candidate layer names.
+    """
+    if isinstance(target_layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is target_layer and name:
+                return name, module
+        raise CamlabError("target_layer is a module that is not part of the model.")
+    name = default_cam_layer(model) if target_layer is None else target_layer
+    try:
+        return name, model.get_submodule(name)
+    except AttributeError:
+        names = layer_names(model)
+        shown = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
+        raise CamlabError(
+            f"No layer named '{name}' in {type(model).__name__}. Candidate layer names: {shown}."
+        ) from None
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """A GAP + linear head after the CAM layer: ``logits = weight @ mean_hw(A) + bias``."""
+
+    weight: Tensor  # [K, C]
+    bias: Tensor | None  # [K]
+
+    def logits(self, feats: Tensor) -> Tensor:
+        """Feature maps ``[B, C, h, w]`` -> logits ``[B, K]``."""
+        out = feats.float().mean((2, 3)) @ self.weight.float().t()
+        return out if self.bias is None else out + self.bias.float()
+
+
+def find_linear_head(model: nn.Module, layer_name: str) -> LinearHead | None:
+    """The linear classifier that may sit after GAP on ``layer_name``, or ``None``.
+
+    Declared by ``model.gap_classifier`` at ``model.cam_layer``; for other models, the model's only
+    ``nn.Linear``. Either way it is a candidate: ``verify_head`` checks it against real logits.
+    """
+    declared = getattr(model, "gap_classifier", None)
+    if isinstance(declared, nn.Linear):
+        if layer_name != default_cam_layer(model):
+            return None
+        linear = declared
+    else:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if len(linears) != 1:
+            return None
+        linear = linears[0]
+    bias = None if linear.bias is None else linear.bias.detach()
+    return LinearHead(linear.weight.detach(), bias)
+
+
+def verify_head(head: LinearHead | None, feats: Tensor, logits: Tensor) -> LinearHead | None:
+    """Keeps ``head`` only if it reproduces the model's logits from ``feats`` (else ``None``).
+
+    A wrong guess (a ReLU or a second layer between the CAM layer and the classifier, as in
+    torchvision's DenseNet) would otherwise give silently wrong maps.
+    """
+    if head is None or head.weight.shape != (logits.shape[1], feats.shape[1]):
+        return None
+    with torch.no_grad():
+        predicted = head.logits(feats)
+        scale = 1.0 + logits.detach().float().abs().max()
+        ok = (predicted - logits.detach().float()).abs().max() <= 1e-3 * scale
+    return head if bool(ok) else None
