@@ -1,0 +1,93 @@
+"""Pixel average precision (PxAP) from global score histograms."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from camlab.metrics.thresholds import cam_thresholds
+from camlab.metrics.validation import check_scoremaps
+
+
+def pxap_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, np.ndarray]:
+    """PxAP and the precision-recall curve from per-bin pixel counts (the reference's formula).
+
+    Args:
+        pos_hist: counts [T + 2] of positive pixels per bin, ascending bins.
+        neg_hist: counts [T + 2] of negative pixels per bin.
+
+    Returns:
+        ``pxap`` (percent), ``precision`` and ``recall`` float64 [T + 2], index 0 = ">= 2",
+        last = ">= 0". Precision is 1.0 where no pixel is predicted positive (undefined there;
+        those points carry no weight in PxAP).
+    """
+    pos = np.asarray(pos_hist, dtype=np.float64)
+    neg = np.asarray(neg_hist, dtype=np.float64)
+    tp = pos[::-1].cumsum()
+    fn = pos.sum() - tp
+    fp = neg[::-1].cumsum()
+    if ((tp + fn) <= 0).all():
+        raise ValueError("PxAP needs at least one positive ground-truth pixel")
+    predicted = tp + fp
+    precision = tp / np.where(predicted == 0, 1, predicted)
+    precision[predicted == 0] = 1.0
+    recall = tp / (tp + fn)
+    nonzero = predicted != 0
+    pxap = (precision[1:] * np.diff(recall))[nonzero[1:]].sum() * 100
+    return {"pxap": pxap, "precision": precision, "recall": recall}
+
+
+class PxAP(Metric):
+    """Pixel average precision over one global pool of pixels (Choe et al., CVPR 2020).
+
+    State: two [T + 2] histograms (bin edges ``[tau_0, ..., tau_{T-1}, 1, 2, 3]``).
+
+    Args:
+        cam_curve_interval: threshold grid step d.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    def __init__(self, cam_curve_interval: float = 0.001, **kwargs) -> None:
+        super().__init__(**kwargs)
+        taus = cam_thresholds(cam_curve_interval)
+        self._edges = torch.from_numpy(np.append(taus, [1.0, 2.0, 3.0]))
+        n_bins = len(taus) + 2
+        self.add_state("pos_hist", torch.zeros(n_bins, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("neg_hist", torch.zeros(n_bins, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(
+        self, scoremaps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None
+    ) -> None:
+        """Accumulate a batch.
+
+        Args:
+            scoremaps: float tensor [N, H, W] in [0, 1].
+            masks: tensor [N, H, W]; nonzero = foreground (union of instance masks).
+            ignore: optional tensor [N, H, W]; nonzero pixels outside the foreground are left out
+                of the negatives (foreground pixels stay positive, as in the reference).
+        """
+        check_scoremaps(scoremaps)
+        if masks.shape != scoremaps.shape:
+            raise ValueError(f"masks {tuple(masks.shape)} != scoremaps {tuple(scoremaps.shape)}")
+        positive = masks.detach().cpu() != 0
+        negative = ~positive
+        if ignore is not None:
+            if ignore.shape != scoremaps.shape:
+                raise ValueError(f"ignore {tuple(ignore.shape)} != {tuple(scoremaps.shape)}")
+            negative &= ignore.detach().cpu() == 0
+        # float64 comparison against float64 edges, right-closed like np.histogram's searchsorted.
+        bins = torch.bucketize(scoremaps.detach().cpu().double(), self._edges, right=True) - 1
+        n = len(self._edges) - 1
+        pos = torch.bincount(bins[positive], minlength=n)
+        neg = torch.bincount(bins[negative], minlength=n)
+        self.pos_hist += pos.to(self.pos_hist.device)
+        self.neg_hist += neg.to(self.neg_hist.device)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Return ``pxap`` (percent), ``precision`` and ``recall`` (float64 [T + 2])."""
+        out = pxap_from_histograms(self.pos_hist.cpu().numpy(), self.neg_hist.cpu().numpy())
+        return {key: torch.as_tensor(value, dtype=torch.float64) for key, value in out.items()}
