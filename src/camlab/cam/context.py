@@ -65,7 +65,8 @@ def autograd_grads(logits: Tensor, acts: Tensor) -> Callable[[Tensor], Tensor]:
         k = targets.shape[1]
         out = []
         for j in range(k):
-            score = logits.gather(1, targets[:, j : j + 1]).sum()
+            with torch.enable_grad():  # the caller's session is no_grad
+                score = logits.gather(1, targets[:, j : j + 1]).sum()
             out.append(torch.autograd.grad(score, acts, retain_graph=j < k - 1)[0])
         return torch.stack(out, dim=1)
 
