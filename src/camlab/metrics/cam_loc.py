@@ -93,9 +93,13 @@ class LocalizationAccuracy(Metric):
         if int(self.num_images) == 0:
             raise ValueError("LocalizationAccuracy.compute() called before any update()")
         n = float(self.num_images)
+
+        def percent(count: torch.Tensor) -> torch.Tensor:
+            return torch.tensor(float(count) * 100.0 / n, dtype=torch.float64)
+
         out: dict[str, torch.Tensor] = {}
         for i, k in enumerate(self.topk):
-            out[f"top{k}_loc"] = torch.tensor(float(self.loc_correct[i]) * 100.0 / n)
-            out[f"top{k}_cls"] = torch.tensor(float(self.cls_correct[i]) * 100.0 / n)
-        out["gt_known_loc"] = torch.tensor(float(self.gt_known) * 100.0 / n)
-        return {key: value.to(torch.float64) for key, value in out.items()}
+            out[f"top{k}_loc"] = percent(self.loc_correct[i])
+            out[f"top{k}_cls"] = percent(self.cls_correct[i])
+        out["gt_known_loc"] = percent(self.gt_known)
+        return out
