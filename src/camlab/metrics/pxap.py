@@ -54,7 +54,7 @@ class PxAP(Metric):
     def __init__(self, cam_curve_interval: float = 0.001, **kwargs) -> None:
         super().__init__(**kwargs)
         taus = cam_thresholds(cam_curve_interval)
-        self._edges = torch.from_numpy(np.append(taus, [1.0, 2.0, 3.0]))
+        self._edges = np.append(taus, [1.0, 2.0, 3.0])
         n_bins = len(taus) + 2
         self.add_state("pos_hist", torch.zeros(n_bins, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("neg_hist", torch.zeros(n_bins, dtype=torch.long), dist_reduce_fx="sum")
@@ -79,13 +79,12 @@ class PxAP(Metric):
             if ignore.shape != scoremaps.shape:
                 raise ValueError(f"ignore {tuple(ignore.shape)} != {tuple(scoremaps.shape)}")
             negative &= ignore.detach().cpu() == 0
-        # float64 comparison against float64 edges, right-closed like np.histogram's searchsorted.
-        bins = torch.bucketize(scoremaps.detach().cpu().double(), self._edges, right=True) - 1
-        n = len(self._edges) - 1
-        pos = torch.bincount(bins[positive], minlength=n)
-        neg = torch.bincount(bins[negative], minlength=n)
-        self.pos_hist += pos.to(self.pos_hist.device)
-        self.neg_hist += neg.to(self.neg_hist.device)
+        # np.histogram of the pooled batch equals the sum of the reference's per-image histograms.
+        scores = scoremaps.detach().cpu().numpy()
+        pos = np.histogram(scores[positive.numpy()], bins=self._edges)[0]
+        neg = np.histogram(scores[negative.numpy()], bins=self._edges)[0]
+        self.pos_hist += torch.from_numpy(pos).to(self.pos_hist)
+        self.neg_hist += torch.from_numpy(neg).to(self.neg_hist)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Return ``pxap`` (percent), ``precision`` and ``recall`` (float64 [T + 2])."""
