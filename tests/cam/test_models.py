@@ -117,3 +117,22 @@ def test_class_out_of_range_and_topk(tiny, images):
 def test_unknown_method_lists_registry(tiny, images):
     with pytest.raises(CamlabError, match="cam, gradcam, gradcam\\+\\+, xgradcam"):
         compute_cam(tiny, images, "gradcam+")
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("resnet18", "layer4"),
+        ("densenet121", "features"),
+        ("squeezenet1_1", "features"),  # not the conv head
+        ("efficientnet_b0", "features"),  # SE blocks pool globally deep inside
+        ("convnext_tiny", "features"),  # blocks contain Linear layers
+        ("regnet_y_400mf", "trunk_output"),
+    ],
+)
+def test_default_layer_plain_and_wrapped(name, layer):
+    model = torchvision.models.get_model(name, weights=None)
+    assert default_cam_layer(model) == layer
+    wrapper = torch.nn.Module()
+    wrapper.model = model  # e.g. a LightningModule holding a torchvision network
+    assert default_cam_layer(wrapper) == f"model.{layer}"

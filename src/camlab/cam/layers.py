@@ -39,37 +39,47 @@ def _is_global_pool(module: nn.Module) -> bool:
     return isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and size in (1, (1, 1))
 
 
+def _declaring(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first module (the model itself, or one it wraps) that declares ``cam_layer``."""
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, "cam_layer", None), str):
+            return (f"{name}." if name else ""), module
+    return None
+
+
 def default_cam_layer(model: nn.Module) -> str:
     """Name of the model's CAM layer.
 
-    ``model.cam_layer`` when declared; otherwise the last top-level child that holds a conv and
-    no global pooling (torchvision: ``layer4`` for ResNets, ``features`` for DenseNet, VGG,
-    MobileNet, EfficientNet, SqueezeNet, ``Mixed_7c`` for Inception). A model whose only conv
-    child also holds a Linear is a wrapper around a whole network, so the search descends into it.
+    ``cam_layer`` when the model (or a module it wraps, e.g. a LightningModule's ``net``)
+    declares it; otherwise the last top-level child that holds a conv and no global pooling
+    (torchvision: ``layer4`` for ResNets, ``features`` for DenseNet, VGG, MobileNetV2,
+    SqueezeNet, ``Mixed_7c`` for Inception). When a single child holds all the convs together
+    with the classifier (a wrapper around a whole network), the search descends into it.
 
     Raises:
         CamlabError: no convolutional child found.
     """
-    declared = getattr(model, "cam_layer", None)
-    if isinstance(declared, str):
-        return declared
+    declared = _declaring(model)
+    if declared is not None:
+        return declared[0] + declared[1].cam_layer
     prefix, module = "", model
     while True:
-        convs = [
-            (name, child)
-            for name, child in module.named_children()
-            if _has(child, (nn.Conv2d,)) and not any(_is_global_pool(m) for m in child.modules())
-        ]
-        if not convs:
+        convs = [(n, c) for n, c in module.named_children() if _has(c, (nn.Conv2d,))]
+        # A head pools globally at its top level (SqueezeNet's classifier); SE blocks pool deeper.
+        stages = [(n, c) for n, c in convs if not any(map(_is_global_pool, [c, *c.children()]))]
+        if len(convs) == 1 and any(True for _ in convs[0][1].children()):
+            name, child = convs[0]
+            others = [c for n, c in module.named_children() if n != name]
+            whole = _has(child, (nn.Linear,)) or any(map(_is_global_pool, child.modules()))
+            if whole and not any(_has(c, (nn.Linear,)) for c in others):
+                prefix, module = f"{prefix}{name}.", child  # a wrapped whole network
+                continue
+        if not stages:
             raise CamlabError(
                 f"Could not find a convolutional stage in {type(model).__name__}; pass "
                 f"target_layer=<name>. Candidates: {', '.join(layer_names(model)[:40])}."
             )
-        name, child = convs[-1]
-        if len(convs) == 1 and _has(child, (nn.Linear,)) and any(True for _ in child.children()):
-            prefix, module = f"{prefix}{name}.", child
-            continue
-        return prefix + name
+        return prefix + stages[-1][0]
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -118,7 +128,8 @@ def find_linear_head(model: nn.Module, layer_name: str) -> LinearHead | None:
     Declared by ``model.gap_classifier`` at ``model.cam_layer``; for other models, the model's only
     ``nn.Linear``. Either way it is a candidate: ``verify_head`` checks it against real logits.
     """
-    declared = getattr(model, "gap_classifier", None)
+    owner = _declaring(model)
+    declared = getattr(owner[1], "gap_classifier", None) if owner else None
     if isinstance(declared, nn.Linear):
         if layer_name != default_cam_layer(model):
             return None

@@ -40,7 +40,9 @@ def resolve_targets(targets: Targets, logits: Tensor) -> tuple[Tensor, bool]:
     idx = torch.as_tensor(targets, device=logits.device)
     if idx.is_floating_point() or idx.is_complex():
         raise CamlabError(f"Class indices must be integers; got dtype {idx.dtype}.")
-    idx = idx.long()
+    # Labels from a loader under inference_mode are inference tensors, which gather cannot
+    # save for backward; a copy made outside inference mode can be.
+    idx = idx.clone().long() if idx.is_inference() else idx.long()
     if idx.dim() == 0:
         idx, keep_k = idx.expand(batch).reshape(batch, 1), False
     elif idx.dim() == 1 and idx.shape[0] == batch:
