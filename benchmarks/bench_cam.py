@@ -98,7 +98,7 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
     print("| method | camlab | pytorch-grad-cam | torchcam |\n|---|---|---|---|")
     rows = [(m, True) for m in METHODS if m != "scorecam"]
     rows += [(m, False) for m in ("gradcam", "gradcam++")]
-    for method, closed_form in rows:
+    for method, closed_form in [] if args.scorecam_only else rows:
         label = method if closed_form else f"{method} (autograd, closed_form=False)"
         cells = [median_ratio(ours(model, x, method, closed_form), forward, args.repeats)]
         if args.peers and closed_form:
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--peer-score-images", type=int, default=1, help="peers' Score-CAM")
     parser.add_argument("--scorecam-models", nargs="*", default=["resnet18"])
     parser.add_argument("--no-peers", dest="peers", action="store_false")
+    parser.add_argument("--scorecam-only", action="store_true", help="skip the ratio table")
     parser.add_argument("--quick", action="store_true", help="resnet18, 112 px, 1 repeat")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
