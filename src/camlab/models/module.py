@@ -1,0 +1,109 @@
+"""The LightningModule: a GAP classifier trained with cross-entropy."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from camlab.models.backbones import build_gapnet
+
+
+class GAPClassifier(pl.LightningModule):
+    """Fine-tunes a GAP classifier; the network is built here from the backbone *name*, so
+    ``GAPClassifier.load_from_checkpoint(path)`` needs nothing else.
+
+    Args:
+        backbone: torchvision backbone name (see ``camlab.models.BACKBONES``).
+        num_classes: classes (from the data module).
+        in_channels: image channels (from the data module).
+        pretrained: start the backbone from torchvision's ImageNet weights.
+        hires_cam: ResNets: last stage at stride 1 (twice the CAM resolution).
+        optimizer: ``functools.partial`` of a torch optimizer taking the parameter groups.
+        scheduler: ``functools.partial`` of a torch LR scheduler taking the optimizer, or None.
+        backbone_lr_mult: learning-rate factor of a pretrained backbone relative to the new
+            layers (WSOL practice: the new head learns 10x faster).
+        label_smoothing: cross-entropy label smoothing.
+        mean, std, class_names, image_size: the data's, kept so a checkpoint can be used alone.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        hires_cam: bool = False,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        backbone_lr_mult: float = 0.1,
+        label_smoothing: float = 0.0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        # Plain values only: optimizer/scheduler partials stay out of the checkpoint.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.net = build_gapnet(backbone, num_classes, in_channels, pretrained, hires_cam)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # One metric object per stage: their states must not mix.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    # The CAM interface of GAPNet, reachable from the LightningModule too.
+    cam_layer = "net.features"
+
+    @property
+    def gap_classifier(self) -> torch.nn.Linear:
+        return self.net.classifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.net(x)
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        logits, feats = self.net.forward_with_features(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+        acc = getattr(self, f"{stage}_acc")
+        acc(logits, batch["label"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 sync_dist=not on_step, batch_size=len(logits))  # fmt: skip
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        # Callbacks reuse the logits and CAM-layer features (no second forward pass).
+        return {"loss": loss, "logits": logits.detach(), "features": feats.detach()}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("GAPClassifier was built without an optimizer; pass `optimizer=`.")
+        backbone = list(self.net.features.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        head = [p for p in self.parameters() if id(p) not in ids]
+        groups = [{"params": head, "name": "head"}, {"params": backbone, "name": "backbone"}]
+        if self.hparams.pretrained:
+            base_lr = self.optimizer_factory.keywords["lr"]
+            groups[1]["lr"] = base_lr * self.hparams.backbone_lr_mult
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The trained weights are in the state dict: loading must not fetch ImageNet weights again.
+        checkpoint["hyper_parameters"]["pretrained"] = False

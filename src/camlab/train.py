@@ -1,0 +1,103 @@
+"""Training entry point: ``python train.py [overrides]`` (see configs/train.yaml)."""
+
+import json
+import logging
+import os
+import sys
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from camlab.checkpoint_io import AtomicCheckpointIO
+from camlab.errors import CamlabError
+from camlab.instantiate import build, build_all
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
+
+
+def check_checkpoint(ckpt_path: str, num_classes: int) -> None:
+    """Fails early, with the fix, on a checkpoint that is missing or for another class count."""
+    if not os.path.isfile(ckpt_path):
+        raise CamlabError(f"ckpt_path={ckpt_path} does not exist; give the path of a .ckpt file.")
+    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get(
+        "hyper_parameters", {}
+    )
+    if hparams.get("num_classes", num_classes) != num_classes:
+        raise CamlabError(
+            f"The checkpoint {ckpt_path} was trained for {hparams['num_classes']} classes, but the "
+            f"data set has {num_classes}. Resume with the data it was trained on "
+            f"(data={hparams.get('data_name', '...')}) or start a new run without ckpt_path."
+        )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fits (and tests) a GAP classifier as configured; returns ``cfg.optimized_metric``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = cfg.paths.output_dir
+
+    datamodule = build(cfg.data, "data")
+    model = build(
+        cfg.model,
+        "model",
+        num_classes=datamodule.num_classes,
+        in_channels=datamodule.in_channels,
+        mean=list(datamodule.mean),
+        std=list(datamodule.std),
+        class_names=list(datamodule.class_names),
+        image_size=datamodule.image_size,
+    )
+    try:  # a wrong optimizer or scheduler setting fails here, not after the first epoch
+        model.configure_optimizers()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CamlabError(f"Invalid model.optimizer / model.scheduler settings: {err}.") from err
+    if cfg.ckpt_path:
+        check_checkpoint(cfg.ckpt_path, datamodule.num_classes)
+
+    callbacks = build_all(cfg.get("callbacks"), "callbacks")
+    loggers = build_all(cfg.get("logger"), "logger")
+    trainer = build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    log.info("Training %s on %s; outputs in %s", cfg.model.backbone, cfg.data._target_, output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    ckpt = trainer.checkpoint_callback
+    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    if cfg.get("test") and not trainer.fast_dev_run:
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    value = metrics.get(cfg.optimized_metric)
+    if ckpt is not None and ckpt.monitor == cfg.optimized_metric and ckpt.best_model_score is not None:
+        value = float(ckpt.best_model_score)  # the best epoch's value, not the last one's
+    if trainer.is_global_zero:
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            summary = {"optimized_metric": cfg.optimized_metric, "value": value}
+            json.dump({**summary, "best_checkpoint": best, "metrics": metrics}, f, indent=2)
+    if not trainer.fast_dev_run and value is None:
+        raise CamlabError(
+            f"optimized_metric={cfg.optimized_metric} was never logged. Logged metrics: "
+            f"{', '.join(sorted(metrics))}."
+        )
+    return value
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except CamlabError as err:
+        log.error("%s", err)
+        print(f"\nError: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
