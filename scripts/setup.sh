@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs camlab with its test, sweep and benchmark extras,
+# pinned by constraints.txt to the torch/torchvision builds known to work on the CPU machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -qq -c constraints.txt -e ".[dev,sweep,bench]"

