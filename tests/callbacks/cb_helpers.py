@@ -1,0 +1,101 @@
+"""Shared pieces of the callback tests: a tiny fit and an offline evaluation of the metrics."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from camlab.callbacks import CAMPanel, ValLocalization
+from camlab.cam import compute_cam
+from camlab.data import ShapesDataModule
+from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, cams_to_scoremaps
+from camlab.models.module import GAPClassifier
+
+METHODS = ("cam", "gradcam")
+
+
+def make_data() -> ShapesDataModule:
+    return ShapesDataModule(
+        image_size=64, train_size=64, val_size=32, test_size=8, num_workers=0, batch_size=16
+    )
+
+
+def make_model(dm: ShapesDataModule) -> GAPClassifier:
+    return GAPClassifier(
+        backbone="resnet18",
+        num_classes=4,
+        in_channels=3,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        mean=dm.mean,
+        std=dm.std,
+        class_names=dm.class_names,
+    )
+
+
+def fit(root: Path, **trainer_kwargs) -> tuple[pl.Trainer, GAPClassifier]:
+    """Two epochs on tiny shapes with both callbacks, TensorBoard in ``root/tb/run``."""
+    pl.seed_everything(0)
+    dm = make_data()
+    model = make_model(dm)
+    checkpoint = ModelCheckpoint(
+        dirpath=root / "ckpt", monitor="val/max_box_acc_v2", mode="max", save_last=True
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=TensorBoardLogger(root / "tb", name="run", version=""),
+        # ModelCheckpoint first on purpose: Lightning moves it after the others.
+        callbacks=[checkpoint, CAMPanel(methods=METHODS), ValLocalization()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        **trainer_kwargs,
+    )
+    trainer.fit(model, dm)
+    return trainer, model
+
+
+def offline_metrics(checkpoint: Path) -> dict[str, float]:
+    """The four validation numbers from a checkpoint, computed outside Lightning."""
+    model = GAPClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    dm = make_data()
+    v2, v1 = MaxBoxAcc(0.01), MaxBoxAcc(0.01, (50,), multi_contour=False)
+    loc = LocalizationAccuracy(0.2, 0.5, topk=(1,))
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            logits = model(batch["image"])
+            cams = compute_cam(model, batch["image"], "cam", targets=batch["label"])
+            maps = cams_to_scoremaps(cams, (64, 64))
+            boxes = [b[b[:, 0] >= 0] for b in batch["box"]]
+            v2.update(maps, boxes)
+            v1.update(maps, boxes)
+            loc.update(logits, batch["label"], maps, boxes)
+    out = loc.compute()
+    return {
+        "val/max_box_acc_v2": float(v2.compute()["max_box_acc"]),
+        "val/max_box_acc": float(v1.compute()["max_box_acc"]),
+        "val/top1_loc": float(out["top1_loc"]),
+        "val/gt_known_loc": float(out["gt_known_loc"]),
+    }
+
+
+def read_events(logdir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def decode(event) -> np.ndarray:
+    """An image event -> uint8 RGB [H, W, 3]."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(event.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    return bgr[..., ::-1]
