@@ -52,7 +52,11 @@ def train(cfg: DictConfig) -> float | None:
     try:  # a wrong optimizer or scheduler setting fails here, not after the first epoch
         model.configure_optimizers()
     except (TypeError, ValueError, KeyError) as err:
-        raise CamlabError(f"Invalid model.optimizer / model.scheduler settings: {err}.") from err
+        settings = {k: cfg.model.get(k) for k in ("optimizer", "scheduler")}
+        raise CamlabError(
+            f"Invalid model.optimizer / model.scheduler settings {settings}: {err}. Fix the "
+            "override (e.g. model.optimizer.lr=3e-4)."
+        ) from err
     if cfg.ckpt_path:
         check_checkpoint(cfg.ckpt_path, datamodule.num_classes)
 

@@ -1,0 +1,76 @@
+"""``python train.py`` end to end, as a user runs it (subprocesses)."""
+
+import json
+
+import pytest
+import torch
+from conftest import FAST, run_train
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from camlab.models.module import GAPClassifier
+
+
+@pytest.mark.parametrize("data", ["mnist_embedded", "shapes"])
+def test_fast_dev_run_per_data_config(data, tmp_path):
+    out = run_train("debug=fast_dev_run", f"data={data}", "data.num_workers=0", run_dir=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / ".hydra" / "config.yaml").exists() and (tmp_path / "train.log").exists()
+
+
+def test_full_mnist_from_local_copy_trains_checkpoints_and_logs(mnist_raw_dir, tmp_path):
+    out = run_train(
+        "data=mnist", f"paths.data_dir={mnist_raw_dir}", "data.val_size=500", *FAST,
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "~callbacks.rich_progress_bar", run_dir=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["epoch_000.ckpt", "last.ckpt"]
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss_step", "val/acc", "val/loss", "test/acc"} <= set(acc.Tags()["scalars"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["optimized_metric"] == "val/acc" and 0 <= metrics["value"] <= 1
+    # the checkpoint loads alone and reproduces the model's outputs
+    model = GAPClassifier.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert model.hparams.num_classes == 10 and model.hparams.class_names[3] == "3"
+    assert model(torch.zeros(2, 1, 56, 56)).shape == (2, 10)
+
+
+def _assert_clean_error(out, *needles):
+    assert out.returncode != 0
+    err = out.stderr
+    assert "Traceback" not in err, err[-3000:]
+    for needle in needles:
+        assert needle in err, err[-3000:]
+
+
+def test_unknown_model_lists_choices(tmp_path):
+    out = run_train("model=resnet19", run_dir=tmp_path)
+    _assert_clean_error(out, "resnet19", "resnet18", "vgg16", "efficientnet_b0")
+
+
+def test_unknown_data_lists_choices(tmp_path):
+    out = run_train("data=cifar", run_dir=tmp_path)
+    _assert_clean_error(out, "cifar", "mnist_embedded", "shapes")
+
+
+def test_wrong_override_type_is_one_paragraph(tmp_path):
+    out = run_train("model.optimizer.lr=fast", *FAST, run_dir=tmp_path)
+    _assert_clean_error(out, "model.optimizer", "fast")
+
+
+def test_missing_mnist_is_a_clear_error(tmp_path):
+    out = run_train("data=mnist", f"paths.data_dir={tmp_path}", "data.download=false",
+                    run_dir=tmp_path / "run")  # fmt: skip
+    _assert_clean_error(out, "MNIST", "data=mnist_embedded")
+
+
+def test_checkpoint_for_another_class_count(tmp_path):
+    model = GAPClassifier("resnet18", num_classes=4, in_channels=3)
+    ckpt = tmp_path / "shapes.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
+    out = run_train(f"ckpt_path={ckpt}", *FAST, run_dir=tmp_path / "run")
+    _assert_clean_error(out, "4 classes", "has 10")
+    out = run_train(f"ckpt_path={tmp_path / 'nope.ckpt'}", *FAST, run_dir=tmp_path / "run2")
+    _assert_clean_error(out, "does not exist")
