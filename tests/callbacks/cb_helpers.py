@@ -38,11 +38,23 @@ def make_model(dm: ShapesDataModule) -> GAPClassifier:
     )
 
 
-def fit(root: Path, **trainer_kwargs) -> tuple[pl.Trainer, GAPClassifier]:
-    """Two epochs on tiny shapes with both callbacks, TensorBoard in ``root/tb/run``."""
+def fit(
+    root: Path, freeze_bn_stats: bool = False, **trainer_kwargs
+) -> tuple[pl.Trainer, GAPClassifier]:
+    """Two epochs on tiny shapes with both callbacks, TensorBoard in ``root/tb/run``.
+
+    ``freeze_bn_stats``: BatchNorm running statistics stay at their initial values. Under DDP
+    each rank otherwise ends training with the statistics of its own last batch (DDP broadcasts
+    rank 0's buffers only before training forwards), so rank 1 would validate a slightly
+    different network than the checkpoint that rank 0 saves.
+    """
     pl.seed_everything(0)
     dm = make_data()
     model = make_model(dm)
+    if freeze_bn_stats:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.0
     checkpoint = ModelCheckpoint(
         dirpath=root / "ckpt", monitor="val/max_box_acc_v2", mode="max", save_last=True
     )
