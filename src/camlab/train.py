@@ -79,7 +79,11 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
     value = metrics.get(cfg.optimized_metric)
-    if ckpt is not None and ckpt.monitor == cfg.optimized_metric and ckpt.best_model_score is not None:
+    if (
+        ckpt is not None
+        and ckpt.monitor == cfg.optimized_metric
+        and ckpt.best_model_score is not None
+    ):
         value = float(ckpt.best_model_score)  # the best epoch's value, not the last one's
     if trainer.is_global_zero:
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:

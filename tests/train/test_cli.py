@@ -21,7 +21,8 @@ def test_full_mnist_from_local_copy_trains_checkpoints_and_logs(mnist_raw_dir, t
     out = run_train(
         "data=mnist", f"paths.data_dir={mnist_raw_dir}", "data.val_size=500", *FAST,
         "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "~callbacks.rich_progress_bar", run_dir=tmp_path,
+        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1",
+        "~callbacks.rich_progress_bar", run_dir=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())

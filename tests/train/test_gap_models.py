@@ -46,7 +46,9 @@ def test_gap_head_is_mean_then_linear():
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     # CAM averaged over space plus bias gives the logits back
     cams = net.class_activation_maps(feats)
-    torch.testing.assert_close(cams.mean((2, 3)) + net.classifier.bias, logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        cams.mean((2, 3)) + net.classifier.bias, logits, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_hires_cam_doubles_resnet_feature_maps():

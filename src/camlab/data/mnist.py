@@ -115,10 +115,16 @@ class MNISTLocDataModule(LocalizationDataModule):
                     f"{len(x)}; lower data.val_size or data.test_size."
                 )
             test, val, train = np.split(order, [n_test, n_test + n_val])
-            parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
+            parts = {
+                "train": (x[train], y[train]),
+                "val": (x[val], y[val]),
+                "test": (x[test], y[test]),
+            }
         for split, (digits, labels) in parts.items():
             # Distinct fixed seeds per split, so val and test placements are unrelated.
-            seed = {"train": None, "val": 2 * self.split_seed + 1, "test": 2 * self.split_seed + 2}[split]
+            seed = {"train": None, "val": 2 * self.split_seed + 1, "test": 2 * self.split_seed + 2}[
+                split
+            ]
             self.splits[split] = CanvasDigits(
                 digits, labels, self.image_size, self.scale_range,
                 self.mean[0], self.std[0], seed,
