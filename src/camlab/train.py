@@ -60,10 +60,18 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.ckpt_path:
         check_checkpoint(cfg.ckpt_path, datamodule.num_classes)
 
+    trainer_cfg = cfg.trainer
+    if trainer_cfg.get("sync_batchnorm") and (
+        trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    ):
+        # SyncBatchNorm exists for GPUs only; CPU (gloo) DDP keeps per-process BatchNorm.
+        log.warning("trainer.sync_batchnorm=true needs GPUs; running without it on the CPU.")
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"sync_batchnorm": False})
+
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
     loggers = build_all(cfg.get("logger"), "logger")
     trainer = build(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        trainer_cfg, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
