@@ -4,8 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
+from camlab.cam import compute_cam
+from camlab.data import MNISTLocDataModule
+from camlab.models.module import GAPClassifier
 from camlab.train import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -27,3 +31,20 @@ def test_resnet18_learns_embedded_digits(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["value"] == pytest.approx(best_val_acc)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+    # The overlay means something: the trained CAM's mass concentrates on the digit's box.
+    model = GAPClassifier.load_from_checkpoint(saved["best_checkpoint"]).eval()
+    dm = MNISTLocDataModule(canvas_size=56, scale_range=(1.0, 1.5), num_workers=0)
+    batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=200)))
+    cams = compute_cam(model, batch["image"], "cam", targets=batch["label"], output_size=56)
+    cams = cams.clamp(min=0)
+    inside = torch.zeros_like(cams, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(batch["box"][:, 0].tolist()):
+        inside[i, y0 : y1 + 1, x0 : x1 + 1] = True
+    mass_in_box = ((cams * inside).sum() / cams.sum()).item()
+    box_area = inside.float().mean().item()
+    print(f"CAM mass in box {mass_in_box:.3f}, box area fraction {box_area:.3f}")
+    # Measured (seed 0, 4x4 CAMs of 56 px canvases after 2 epochs): 0.27 of the positive CAM mass
+    # lies in boxes covering 0.16 of the pixels, 1.7x what a uniform map gives. Not yet "most of
+    # the mass": that needs a longer budget than a test affords.
+    assert mass_in_box > 1.4 * box_area
