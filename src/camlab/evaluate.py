@@ -1,0 +1,176 @@
+"""Evaluation entry point: ``python scripts/evaluate.py ckpt_path=<ckpt>`` (see configs/eval.yaml)."""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchvision.io import write_png
+
+from camlab.errors import CamlabError
+from camlab.evaluation import report
+from camlab.evaluation.examples import example_grid, pick_examples
+from camlab.evaluation.module import CamEvaluation
+from camlab.instantiate import build
+from camlab.models.module import GAPClassifier
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
+TABLE = ["max_box_acc_v2", "max_box_acc", "pxap", "top1_loc", "top5_loc", "gt_known_loc"]
+
+
+def data_config(cfg: DictConfig, ckpt_path: str) -> DictConfig:
+    """``data=...`` from the command line, else the data config of the checkpoint's run."""
+    if cfg.get("data") is not None:
+        return cfg.data
+    run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not run_config.is_file():
+        raise CamlabError(
+            f"No data config: {run_config} (the training run's config) does not exist. Name the "
+            "data set the checkpoint was trained on, e.g. data=mnist_embedded."
+        )
+    run = OmegaConf.load(run_config)
+    # The run's own paths.data_dir (it may have been overridden) resolves its data config.
+    return OmegaConf.create({"paths": {"data_dir": run.paths.data_dir}, "data": run.data}).data
+
+
+def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
+    """The checkpoint's GAPClassifier, checked against the data's classes."""
+    if not os.path.isfile(ckpt_path):
+        raise CamlabError(f"ckpt_path={ckpt_path} does not exist; give the path of a .ckpt file.")
+    model = GAPClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    names = model.hparams.get("class_names")
+    if model.hparams.num_classes != datamodule.num_classes or (
+        names is not None and list(names) != list(datamodule.class_names)
+    ):
+        raise CamlabError(
+            f"The checkpoint {ckpt_path} was trained on another data set ({model.hparams.num_classes}"
+            f" classes: {', '.join(map(str, (names or [])[:5]))}...) than data="
+            f"{type(datamodule).__name__} ({datamodule.num_classes} classes). Pass the data "
+            "config it was trained with (data=...)."
+        )
+    return model.eval()
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Scores the checkpoint's CAMs on ``cfg.split``; writes the report into the run dir."""
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    if not cfg.ckpt_path or not os.path.isfile(cfg.ckpt_path):
+        raise CamlabError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; pass a checkpoint of a training run, e.g. "
+            "ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
+        )
+    data_cfg = data_config(cfg, cfg.ckpt_path)
+    loading = {k: cfg[k] for k in ("batch_size", "num_workers") if cfg.get(k) is not None}
+    datamodule = build(OmegaConf.merge(data_cfg, loading), "data")
+    classifier = load_classifier(cfg.ckpt_path, datamodule)
+
+    # What the split can be scored on: boxes for MaxBoxAcc / Loc, masks for PxAP.
+    first = datamodule.dataset(cfg.split)[0]
+    has_boxes = bool((torch.as_tensor(first["box"]).reshape(-1, 4)[:, 0] >= 0).any())
+    has_masks = "mask" in first
+    available = {"boxes"} if has_boxes else set()
+    available |= {"pxap"} if has_masks else set()
+    wanted = available if cfg.metrics is None else set(cfg.metrics)
+    if not wanted:
+        raise CamlabError(f"The {cfg.split} split has neither boxes nor masks: nothing to score.")
+    if not wanted <= {"boxes", "pxap"}:
+        raise CamlabError(f"metrics={list(cfg.metrics)}: valid entries are boxes and pxap.")
+    for name, present in (("boxes", has_boxes), ("pxap", has_masks)):
+        if name in wanted and not present:
+            what = "boxes" if name == "boxes" else "pixel masks"
+            raise CamlabError(
+                f"metrics includes {name}, but the {cfg.split} split of {type(datamodule).__name__}"
+                f" has no {what}. Drop it (metrics=[{', '.join(sorted(wanted - {name}))}])."
+            )
+    evaluation = CamEvaluation(
+        classifier,
+        datamodule,
+        methods=cfg.cam.methods,
+        cam_curve_interval=cfg.cam.cam_curve_interval,
+        iou_thresholds=cfg.cam.iou_thresholds,
+        cam_threshold=cfg.cam.cam_threshold,
+        topk=cfg.cam.topk,
+        boxes="boxes" in wanted,
+        masks="pxap" in wanted,
+    )
+    trainer = build(cfg.trainer, "trainer", logger=False)
+
+    val = None
+    if cfg.calibrate_on:
+        if "boxes" not in wanted:
+            raise CamlabError("calibrate_on picks box thresholds: it needs metrics with boxes.")
+        evaluation.split = cfg.calibrate_on
+        trainer.test(evaluation, verbose=False)
+        val = evaluation.results
+    evaluation.split = cfg.split
+    trainer.test(evaluation, verbose=False)
+    results, rows = evaluation.results, evaluation.rows
+    if not trainer.is_global_zero:
+        return {}
+
+    deltas = list(cfg.cam.iou_thresholds)
+    metrics = {}
+    for method, out in results["methods"].items():
+        metrics[method] = report.method_metrics(out, deltas)
+        if val is not None:
+            calibrated = report.calibrated_metrics(out, val["methods"][method], deltas)
+            metrics[method][f"calibrated_on_{cfg.calibrate_on}"] = calibrated
+    summary = {
+        "checkpoint": os.path.abspath(cfg.ckpt_path),
+        "data": datamodule.__class__.__name__,
+        "split": cfg.split,
+        "num_images": len(rows),
+        "cam_curve_interval": cfg.cam.cam_curve_interval,
+        "classification": results["classification"],
+        "methods": metrics,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+
+    dataset_tau = {}
+    if "boxes" in wanted:
+        for method, out in results["methods"].items():
+            row50 = deltas.index(50) if 50 in deltas else 0
+            dataset_tau[method] = int(out["v2"]["curve"].numpy()[row50].argmax())
+            report.plot_box_curves(out_dir / f"box_acc_{method}.png", method, out, deltas)
+            indices = pick_examples(rows, method, cfg.num_examples)
+            tau = float(out["v2"]["thresholds"][dataset_tau[method]])
+            tiles = example_grid(
+                classifier, datamodule, cfg.split, method, indices, tau, cfg.num_examples
+            )
+            write_png(tiles, str(out_dir / f"examples_{method}.png"))
+        ids = getattr(datamodule.dataset(cfg.split), "image_ids", None)
+        report.write_per_image(
+            out_dir / "per_image.csv", rows, cfg.cam.methods, ids, datamodule.class_names,
+            dataset_tau,
+        )  # fmt: skip
+    for method, out in results["methods"].items():
+        if "pxap" in out:
+            report.plot_pr_curve(out_dir / f"pxap_{method}.png", method, out["pxap"])
+
+    table = report.format_table(metrics, TABLE)
+    cls = ", ".join(f"{k} {v:.2f}" for k, v in results["classification"].items())
+    print(f"\n{cfg.split} split, {len(rows)} images; classification: {cls}\n{table}\n")
+    log.info("Evaluation written to %s", out_dir)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except CamlabError as err:
+        log.error("%s", err)
+        print(f"\nError: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""One evaluation pass over a split as a LightningModule: CAMs, WSOL metrics, per-image rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
+
+from camlab.cam import compute_cam
+from camlab.callbacks.val_localization import gt_box_list
+from camlab.data.base import LocalizationDataModule
+from camlab.metrics import (
+    LocalizationAccuracy,
+    MaxBoxAcc,
+    PxAP,
+    box_iou,
+    boxes_at_threshold,
+    cam_thresholds,
+    cams_to_scoremaps,
+    max_iou_curve,
+)
+
+
+class MethodMetrics(nn.Module):
+    """The torchmetrics of one CAM method (a module, so Lightning moves and syncs them)."""
+
+    def __init__(self, d: float, deltas: Sequence[int], cam_threshold: float, topk, masks: bool):
+        super().__init__()
+        self.box_v2 = MaxBoxAcc(d, tuple(deltas), multi_contour=True)
+        self.box_v1 = MaxBoxAcc(d, (50,), multi_contour=False)
+        self.loc = LocalizationAccuracy(cam_threshold, 0.5, topk=topk)
+        self.pxap = PxAP(d) if masks else None
+
+
+class CamEvaluation(pl.LightningModule):
+    """Scores the GT-class CAMs of ``classifier`` on one split of ``datamodule`` per method.
+
+    Every rank sees a disjoint part of the split (no padding duplicates, unlike Lightning's
+    DistributedSampler), metric states are summed across ranks, and per-image rows are
+    gathered, so results do not depend on the number of processes.
+
+    Args:
+        classifier: a trained classifier (e.g. ``GAPClassifier``), in eval mode.
+        datamodule: the data; its batches carry ``image``, ``label``, ``box``, ``index``
+            (and ``mask`` for PxAP).
+        methods: CAM methods of ``camlab.cam``.
+        cam_curve_interval: threshold grid step of MaxBoxAcc and PxAP.
+        iou_thresholds: IoU thresholds (percent) of MaxBoxAccV2.
+        cam_threshold: the fixed threshold of Top-k / GT-known Loc.
+        topk: the k of Top-k Loc and classification.
+        boxes / masks: whether to compute the box metrics / PxAP.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        datamodule: LocalizationDataModule,
+        methods: Sequence[str],
+        cam_curve_interval: float,
+        iou_thresholds: Sequence[int],
+        cam_threshold: float,
+        topk: Sequence[int],
+        boxes: bool,
+        masks: bool,
+    ) -> None:
+        super().__init__()
+        self.classifier = classifier.eval()
+        self.datamodule_ = datamodule
+        self.methods = list(methods)
+        self.taus = cam_thresholds(cam_curve_interval)
+        self.boxes, self.masks = boxes, masks
+        self.topk = tuple(k for k in topk if k <= datamodule.num_classes)
+        # ModuleDict keys cannot hold every method name ("gradcam++"): index by position.
+        self.scores = nn.ModuleList(
+            MethodMetrics(cam_curve_interval, iou_thresholds, cam_threshold, self.topk, masks)
+            for _ in self.methods
+        )
+        self.classification = nn.ModuleDict(
+            {
+                f"top{k}_cls": MulticlassAccuracy(datamodule.num_classes, top_k=k, average="micro")
+                for k in self.topk
+            }
+        )
+        self.split = "test"
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[str, Any] = {}
+
+    def test_dataloader(self) -> DataLoader:
+        dataset = self.datamodule_.dataset(self.split)
+        sampler = None
+        if self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, self.trainer.world_size, self.trainer.global_rank, shuffle=False
+            )
+        loader = self.datamodule_.test_dataloader()  # the data module's collate and workers
+        return DataLoader(
+            dataset,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+        )
+
+    def on_test_epoch_start(self) -> None:
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+        self.rows = []
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images, labels = batch["image"], batch["label"]
+        size = tuple(images.shape[-2:])
+        logits = self.classifier(images).float()
+        for accuracy in self.classification.values():
+            accuracy.update(logits, labels)
+        confidence, prediction = logits.softmax(1).max(1)
+        gt = gt_box_list(batch["box"]) if self.boxes else None
+        rows = [
+            {"index": i, "label": y, "prediction": p, "probability": q}
+            for i, y, p, q in zip(
+                batch["index"].tolist(),
+                labels.tolist(),
+                prediction.tolist(),
+                confidence.tolist(),
+                strict=True,
+            )
+        ]
+        for method, metrics in zip(self.methods, self.scores, strict=True):
+            cams = compute_cam(self.classifier, images, method, targets=labels)
+            maps = cams_to_scoremaps(cams, size)
+            if self.masks:
+                mask = batch["mask"].cpu()
+                metrics.pxap.update(maps, mask == 1, ignore=mask == 255)
+            if not self.boxes:
+                continue
+            metrics.box_v2.update(maps, gt)
+            metrics.box_v1.update(maps, gt)
+            metrics.loc.update(logits.cpu(), labels.cpu(), maps, gt)
+            for row, scoremap, boxes in zip(rows, maps.numpy(), gt, strict=True):
+                row[method] = self._image_record(scoremap, boxes.numpy())
+        self.rows.extend(rows)
+
+    def _image_record(self, scoremap: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
+        """V2 IoU curve of one image, its best IoU and the predicted box achieving it."""
+        curve = max_iou_curve(scoremap, gt, self.taus, True)
+        best = int(np.argmax(curve))
+        boxes = boxes_at_threshold(scoremap, float(self.taus[best]), True)
+        box = boxes[int(np.argmax(box_iou(boxes, gt).max(axis=1)))]
+        return {
+            "curve": curve.astype(np.float32),
+            "best_iou": float(curve[best]),
+            "best_threshold": float(self.taus[best]),
+            "box": [int(v) for v in box],
+        }
+
+    def on_test_epoch_end(self) -> None:
+        # compute() all-reduces metric states; every rank must get here (no rank-0-only code).
+        classification = {
+            name: round(float(m.compute()) * 100, 4) for name, m in self.classification.items()
+        }
+        results: dict[str, Any] = {}
+        for method, metrics in zip(self.methods, self.scores, strict=True):
+            out: dict[str, Any] = {}
+            if self.boxes:
+                out["v2"] = metrics.box_v2.compute()
+                out["v1"] = metrics.box_v1.compute()
+                out["loc"] = metrics.loc.compute()
+            if self.masks:
+                out["pxap"] = metrics.pxap.compute()
+            results[method] = out
+        self.results = {"classification": classification, "methods": results}
+        self.rows = gather_rows(self.rows)
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-image rows of every rank, in split order (one copy of each image)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    unique = {row["index"]: row for row in rows}
+    return [unique[i] for i in sorted(unique)]

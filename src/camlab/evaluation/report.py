@@ -1,0 +1,132 @@
+"""What an evaluation run writes: metrics.json numbers, per_image.csv, plots and a table."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def method_metrics(out: dict[str, Any], deltas: Sequence[int]) -> dict[str, float]:
+    """Flat numbers of one method from ``CamEvaluation.results["methods"][method]``."""
+    metrics: dict[str, float] = {}
+    if "v2" in out:
+        v2, v1, loc = out["v2"], out["v1"], out["loc"]
+        metrics["max_box_acc_v2"] = float(v2["max_box_acc"])
+        for d in deltas:
+            metrics[f"max_box_acc_v2@{d}"] = float(v2[f"max_box_acc@{d}"])
+            metrics[f"best_threshold_v2@{d}"] = float(v2[f"best_threshold@{d}"])
+        metrics["max_box_acc"] = float(v1["max_box_acc"])
+        metrics["best_threshold_v1"] = float(v1["best_threshold@50"])
+        metrics.update({k: float(v) for k, v in loc.items() if k.endswith("_loc")})
+    if "pxap" in out:
+        metrics["pxap"] = float(out["pxap"]["pxap"])
+    return metrics
+
+
+def calibrated_metrics(
+    test: dict[str, Any], val: dict[str, Any], deltas: Sequence[int]
+) -> dict[str, float]:
+    """Test box accuracy at the thresholds that maximise it on the validation split.
+
+    The honest protocol: the threshold is a hyper-parameter, chosen on val, reported on test.
+    Both curves share one threshold grid, so the val argmax indexes the test curve.
+    """
+    taus = test["v2"]["thresholds"].numpy()
+    v2_idx = val["v2"]["curve"].numpy().argmax(axis=1)
+    v2_acc = test["v2"]["curve"].numpy()[np.arange(len(deltas)), v2_idx]
+    v1_idx = int(val["v1"]["curve"].numpy()[0].argmax())
+    out = {"box_acc_v2": float(np.average(v2_acc))}
+    for i, d in enumerate(deltas):
+        out[f"box_acc_v2@{d}"] = float(v2_acc[i])
+        out[f"threshold_v2@{d}"] = float(taus[v2_idx[i]])
+    out["box_acc"] = float(test["v1"]["curve"].numpy()[0, v1_idx])
+    out["threshold_v1"] = float(taus[v1_idx])
+    return out
+
+
+def write_per_image(
+    path: Path,
+    rows: list[dict[str, Any]],
+    methods: Sequence[str],
+    ids: Sequence[str] | None,
+    class_names: Sequence[str],
+    dataset_tau: dict[str, int],
+) -> None:
+    """One line per (image, method): id, label, prediction, best IoU and its box, and the IoU
+    at the data-set-wide threshold ``dataset_tau[method]`` (an index into the grid)."""
+    fields = [
+        "method", "index", "id", "label", "prediction", "probability", "correct", "best_iou",
+        "best_threshold", "box_x0", "box_y0", "box_x1", "box_y1", "iou_at_dataset_threshold",
+    ]  # fmt: skip
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for method in methods:
+            for row in rows:
+                rec = row.get(method)
+                if rec is None:
+                    continue
+                x0, y0, x1, y1 = rec["box"]
+                writer.writerow(
+                    {
+                        "method": method,
+                        "index": row["index"],
+                        "id": ids[row["index"]] if ids is not None else row["index"],
+                        "label": class_names[row["label"]],
+                        "prediction": class_names[row["prediction"]],
+                        "probability": f"{row['probability']:.4f}",
+                        "correct": int(row["label"] == row["prediction"]),
+                        "best_iou": f"{rec['best_iou']:.4f}",
+                        "best_threshold": f"{rec['best_threshold']:.4f}",
+                        "box_x0": x0, "box_y0": y0, "box_x1": x1, "box_y1": y1,
+                        "iou_at_dataset_threshold": f"{rec['curve'][dataset_tau[method]]:.4f}",
+                    }
+                )  # fmt: skip
+
+
+def plot_box_curves(path: Path, method: str, out: dict[str, Any], deltas: Sequence[int]) -> None:
+    """Box accuracy against the CAM threshold, one line per IoU threshold (and v1)."""
+    taus = out["v2"]["thresholds"].numpy()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, d in enumerate(deltas):
+        curve = out["v2"]["curve"].numpy()[i]
+        ax.plot(taus, curve, label=f"IoU >= {d / 100:.1f} (max {curve.max():.1f})")
+    v1 = out["v1"]["curve"].numpy()[0]
+    ax.plot(taus, v1, "k--", label=f"v1, largest box, IoU >= 0.5 (max {v1.max():.1f})")
+    ax.set(xlabel="CAM threshold", ylabel="box accuracy (%)", ylim=(0, 100))
+    ax.set_title(f"{method}: MaxBoxAccV2 = {float(out['v2']['max_box_acc']):.1f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pr_curve(path: Path, method: str, pxap: dict[str, Any]) -> None:
+    """PxAP's pixel precision-recall curve."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(pxap["recall"].numpy(), pxap["precision"].numpy())
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(f"{method}: PxAP = {float(pxap['pxap']):.1f}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_table(metrics: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
+    """A Markdown table: one row per method, the given metric columns (missing ones blank)."""
+    present = [c for c in columns if any(c in m for m in metrics.values())]
+    lines = ["| method | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    for method, values in metrics.items():
+        cells = [f"{values[c]:.2f}" if c in values else "" for c in present]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
