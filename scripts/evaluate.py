@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""``python scripts/evaluate.py ckpt_path=<ckpt> [data=...] [split=test]``: see configs/eval.yaml."""
+"""``python scripts/evaluate.py ckpt_path=<ckpt> [data=...] [split=test]`` (configs/eval.yaml)."""
 
 from camlab.evaluate import main
 

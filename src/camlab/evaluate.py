@@ -1,4 +1,4 @@
-"""Evaluation entry point: ``python scripts/evaluate.py ckpt_path=<ckpt>`` (see configs/eval.yaml)."""
+"""Evaluation entry point: ``python scripts/evaluate.py ckpt_path=<ckpt>`` (configs/eval.yaml)."""
 
 import json
 import logging
@@ -48,9 +48,10 @@ def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
     if model.hparams.num_classes != datamodule.num_classes or (
         names is not None and list(names) != list(datamodule.class_names)
     ):
+        trained_on = ", ".join(map(str, (names or [])[:5]))
         raise CamlabError(
-            f"The checkpoint {ckpt_path} was trained on another data set ({model.hparams.num_classes}"
-            f" classes: {', '.join(map(str, (names or [])[:5]))}...) than data="
+            f"The checkpoint {ckpt_path} was trained on another data set "
+            f"({model.hparams.num_classes} classes: {trained_on}...) than "
             f"{type(datamodule).__name__} ({datamodule.num_classes} classes). Pass the data "
             "config it was trained with (data=...)."
         )

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
@@ -15,8 +14,8 @@ from torch.utils.data import DataLoader
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from camlab.cam import compute_cam
 from camlab.callbacks.val_localization import gt_box_list
+from camlab.cam import compute_cam
 from camlab.data.base import LocalizationDataModule
 from camlab.metrics import (
     LocalizationAccuracy,
