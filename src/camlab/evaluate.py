@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import write_png
 
+from camlab.cam import get_method
 from camlab.errors import CamlabError
 from camlab.evaluation import report
 from camlab.evaluation.examples import example_grid, pick_examples
@@ -58,6 +59,32 @@ def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
     return model.eval()
 
 
+def scorable_metrics(datamodule, split: str, requested) -> set[str]:
+    """``requested`` (``boxes``, ``pxap``), or everything the split has labels for when None."""
+    first = datamodule.dataset(split)[0]
+    has = {
+        "boxes": bool((torch.as_tensor(first["box"]).reshape(-1, 4)[:, 0] >= 0).any()),
+        "pxap": "mask" in first,
+    }
+    wanted = (
+        {name for name, present in has.items() if present} if requested is None else set(requested)
+    )
+    if not wanted or not wanted <= set(has):
+        raise CamlabError(
+            f"metrics={None if requested is None else list(requested)}: nothing to score. Valid "
+            f"entries: boxes (MaxBoxAcc, Loc), pxap (needs masks); the {split} split has "
+            f"{', '.join(n for n, p in has.items() if p) or 'neither boxes nor masks'}."
+        )
+    for name in wanted:
+        if not has[name]:
+            what = "boxes" if name == "boxes" else "pixel masks"
+            raise CamlabError(
+                f"metrics includes {name}, but the {split} split of {type(datamodule).__name__} "
+                f"has no {what}. Drop it (metrics=[{', '.join(sorted(wanted - {name}))}])."
+            )
+    return wanted
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Scores the checkpoint's CAMs on ``cfg.split``; writes the report into the run dir."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -70,26 +97,11 @@ def evaluate(cfg: DictConfig) -> dict:
     data_cfg = data_config(cfg, cfg.ckpt_path)
     loading = {k: cfg[k] for k in ("batch_size", "num_workers") if cfg.get(k) is not None}
     datamodule = build(OmegaConf.merge(data_cfg, loading), "data")
-    classifier = load_classifier(cfg.ckpt_path, datamodule)
 
-    # What the split can be scored on: boxes for MaxBoxAcc / Loc, masks for PxAP.
-    first = datamodule.dataset(cfg.split)[0]
-    has_boxes = bool((torch.as_tensor(first["box"]).reshape(-1, 4)[:, 0] >= 0).any())
-    has_masks = "mask" in first
-    available = {"boxes"} if has_boxes else set()
-    available |= {"pxap"} if has_masks else set()
-    wanted = available if cfg.metrics is None else set(cfg.metrics)
-    if not wanted:
-        raise CamlabError(f"The {cfg.split} split has neither boxes nor masks: nothing to score.")
-    if not wanted <= {"boxes", "pxap"}:
-        raise CamlabError(f"metrics={list(cfg.metrics)}: valid entries are boxes and pxap.")
-    for name, present in (("boxes", has_boxes), ("pxap", has_masks)):
-        if name in wanted and not present:
-            what = "boxes" if name == "boxes" else "pixel masks"
-            raise CamlabError(
-                f"metrics includes {name}, but the {cfg.split} split of {type(datamodule).__name__}"
-                f" has no {what}. Drop it (metrics=[{', '.join(sorted(wanted - {name}))}])."
-            )
+    wanted = scorable_metrics(datamodule, cfg.split, cfg.metrics)
+    for method in cfg.cam.methods:
+        get_method(method)  # an unknown name fails now, listing the valid ones
+    classifier = load_classifier(cfg.ckpt_path, datamodule)
     evaluation = CamEvaluation(
         classifier,
         datamodule,

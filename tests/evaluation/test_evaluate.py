@@ -1,0 +1,117 @@
+"""scripts/evaluate.py end to end: files written, numbers equal to the reference oracle."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHAPES, evaluate, run
+from oracle import max_box_acc, pxap
+
+from camlab.cam import compute_cam
+from camlab.data import ShapesDataModule
+from camlab.metrics import cams_to_scoremaps
+from camlab.models.module import GAPClassifier
+
+
+def oracle_metrics(ckpt, method: str) -> tuple[float, float, float]:
+    """MaxBoxAccV2, MaxBoxAcc (v1) and PxAP of the test split by the per-tau OpenCV oracle."""
+    model = GAPClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    dm = ShapesDataModule(train_size=64, val_size=32, test_size=24, num_workers=0)
+    maps, boxes, masks = [], [], []
+    for batch in dm.test_dataloader():
+        cams = compute_cam(model, batch["image"], method, targets=batch["label"])
+        maps += list(cams_to_scoremaps(cams, (64, 64)).numpy())
+        boxes += [b[b[:, 0] >= 0].numpy() for b in batch["box"]]
+        masks += list(batch["mask"].numpy() == 1)
+    v2 = max_box_acc(maps, boxes, 0.01, (30, 50, 70), multi=True)[0]
+    v1 = max_box_acc(maps, boxes, 0.01, (50,), multi=False)[0]
+    return v2, v1, pxap(maps, masks, interval=0.01)[0]
+
+
+def test_report_files_and_reference_numbers(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    out = evaluate(f"ckpt_path={ckpt}", "calibrate_on=val", "num_workers=0", run_dir=tmp_path)
+    assert out["split"] == "test" and out["num_images"] == 24
+    for method in ("cam", "gradcam"):
+        m = out["methods"][method]
+        v2, v1, ap = oracle_metrics(ckpt, method)
+        assert m["max_box_acc_v2"] == v2 and m["max_box_acc"] == v1
+        assert m["pxap"] == pytest.approx(ap, abs=1e-9)
+        calibrated = m["calibrated_on_val"]
+        assert calibrated["box_acc_v2"] <= m["max_box_acc_v2"]  # max over taus bounds it
+        for d in (30, 50, 70):
+            assert 0 <= m[f"best_threshold_v2@{d}"] < 1
+        for name in ("box_acc", "pxap", "examples"):
+            image = cv2.imread(str(tmp_path / f"{name}_{method}.png"))
+            assert image is not None and image.shape[0] > 60, name
+    assert set(out["classification"]) == {"top1_cls"}  # 4 classes: no top-5 (k > classes)
+
+    with open(tmp_path / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 24
+    cam_rows = [r for r in rows if r["method"] == "cam"]
+    assert [int(r["index"]) for r in cam_rows] == list(range(24))
+    for r in cam_rows:
+        assert 0 <= float(r["iou_at_dataset_threshold"]) <= float(r["best_iou"]) <= 1
+        assert int(r["box_x0"]) <= int(r["box_x1"]) < 64
+    # V2@50 counts the images whose IoU at the data-set threshold reaches 0.5.
+    hits = np.mean([float(r["iou_at_dataset_threshold"]) >= 0.5 for r in cam_rows]) * 100
+    assert hits == pytest.approx(out["methods"]["cam"]["max_box_acc_v2@50"])
+
+
+def test_val_split_matches_the_training_log(trained, tmp_path):
+    """The evaluation of last.ckpt on val equals what the callback logged at that epoch."""
+    logged = json.loads((trained / "metrics.json").read_text())["metrics"]
+    out = evaluate(
+        f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "split=val", "cam.methods=[cam]",
+        "metrics=[boxes]", "num_workers=0", run_dir=tmp_path,
+    )  # fmt: skip
+    cam = out["methods"]["cam"]
+    assert cam["max_box_acc_v2"] == pytest.approx(logged["val/max_box_acc_v2"], abs=1e-4)
+    assert cam["max_box_acc"] == pytest.approx(logged["val/max_box_acc"], abs=1e-4)
+    assert cam["top1_loc"] == pytest.approx(logged["val/top1_loc"], abs=1e-4)
+    assert cam["gt_known_loc"] == pytest.approx(logged["val/gt_known_loc"], abs=1e-4)
+    assert out["classification"]["top1_cls"] == pytest.approx(logged["val/acc"] * 100, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["ckpt_path=missing.ckpt"], "does not exist"),
+        (["data=mnist_embedded", "metrics=[pxap]"], "has no pixel masks"),
+        (["data=mnist_embedded"], "trained on another data set"),
+        (["cam.methods=[gradcam,nope]"], "Valid choices"),
+        ([*SHAPES, "metrics=[boxes,iou]"], "Valid entries"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(trained, tmp_path, overrides, expected):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    out = run("scripts/evaluate.py", ckpt, *overrides, run_dir=tmp_path)
+    assert out.returncode == 1
+    assert expected in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_no_run_config_asks_for_data(trained, tmp_path):
+    alone = tmp_path / "alone.ckpt"
+    alone.write_bytes((trained / "checkpoints" / "last.ckpt").read_bytes())
+    out = run("scripts/evaluate.py", f"ckpt_path={alone}", run_dir=tmp_path / "run")
+    assert out.returncode == 1 and "data=" in out.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(trained, tmp_path):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    common = [ckpt, "num_workers=0", "batch_size=5", "trainer.accelerator=cpu"]
+    one = evaluate(*common, run_dir=tmp_path / "one")
+    out = run("scripts/evaluate.py", *common, "trainer=ddp", "trainer.devices=2",
+              run_dir=tmp_path / "two")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MEMBER: 2/2" in out.stdout + out.stderr  # two real processes (gloo)
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["num_images"] == one["num_images"] == 24
+    assert two["methods"] == one["methods"]
+    assert two["classification"] == one["classification"]
+    per_image = [(tmp_path / d / "per_image.csv").read_text() for d in ("one", "two")]
+    assert per_image[0] == per_image[1]
