@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from torchmetrics import Metric
 
 from camlab.metrics.thresholds import cam_thresholds
 from camlab.metrics.validation import check_scoremaps
+
+
+@numba.njit(cache=True, nogil=True)
+def accumulate_histograms(scores, masks, ignore, edges, pos, neg) -> None:
+    """Add every pixel's score to the positive or negative histogram, as ``np.histogram``.
+
+    One pass instead of boolean indexing plus a sort per histogram; the bin of x is the i with
+    edges[i] <= x < edges[i + 1] (the last bin also takes x == edges[-1]), found from a guess and
+    exact comparisons with the same float64 edges, so counts equal ``np.histogram``'s.
+
+    Args:
+        scores: float array [P] (all pixels of a batch, flattened).
+        masks: array [P]; nonzero = positive.
+        ignore: array [P] (nonzero: not a negative) or an empty array for none.
+        edges: float64 array [B + 1], increasing; the guess assumes the first bins uniform.
+        pos, neg: int64 arrays [B], incremented in place.
+    """
+    n_bins = edges.size - 1
+    lo, hi = edges[0], edges[n_bins]
+    scale = 1.0 / (edges[1] - lo)
+    has_ignore = ignore.size > 0
+    for j in range(scores.size):
+        positive = masks[j] != 0
+        if not positive and has_ignore and ignore[j] != 0:
+            continue
+        x = np.float64(scores[j])
+        if not (lo <= x <= hi):  # also drops NaN, like np.histogram
+            continue
+        i = min(max(int(min((x - lo) * scale, n_bins)), 0), n_bins - 1)
+        while i > 0 and edges[i] > x:
+            i -= 1
+        while i < n_bins - 1 and edges[i + 1] <= x:
+            i += 1
+        if positive:
+            pos[i] += 1
+        else:
+            neg[i] += 1
 
 
 def pxap_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, np.ndarray]:
@@ -36,6 +74,12 @@ def pxap_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str
     nonzero = predicted != 0
     pxap = (precision[1:] * np.diff(recall))[nonzero[1:]].sum() * 100
     return {"pxap": pxap, "precision": precision, "recall": recall}
+
+
+def _flat_array(tensor: torch.Tensor) -> np.ndarray:
+    """Flat contiguous numpy array [P] of a tensor; bool as uint8 (one kernel for both)."""
+    array = np.ascontiguousarray(tensor.detach().cpu().numpy()).reshape(-1)
+    return array.view(np.uint8) if array.dtype == np.bool_ else array
 
 
 class PxAP(Metric):
@@ -73,16 +117,20 @@ class PxAP(Metric):
         check_scoremaps(scoremaps)
         if masks.shape != scoremaps.shape:
             raise ValueError(f"masks {tuple(masks.shape)} != scoremaps {tuple(scoremaps.shape)}")
-        positive = masks.detach().cpu() != 0
-        negative = ~positive
-        if ignore is not None:
-            if ignore.shape != scoremaps.shape:
-                raise ValueError(f"ignore {tuple(ignore.shape)} != {tuple(scoremaps.shape)}")
-            negative &= ignore.detach().cpu() == 0
-        # np.histogram of the pooled batch equals the sum of the reference's per-image histograms.
-        scores = scoremaps.detach().cpu().numpy()
-        pos = np.histogram(scores[positive.numpy()], bins=self._edges)[0]
-        neg = np.histogram(scores[negative.numpy()], bins=self._edges)[0]
+        if ignore is not None and ignore.shape != scoremaps.shape:
+            raise ValueError(f"ignore {tuple(ignore.shape)} != {tuple(scoremaps.shape)}")
+        scores = _flat_array(scoremaps)
+        pos = np.zeros(len(self._edges) - 1, dtype=np.int64)
+        neg = np.zeros_like(pos)
+        # Summing over the batch equals the sum of the reference's per-image histograms.
+        accumulate_histograms(
+            scores,
+            _flat_array(masks),
+            np.zeros(0, np.uint8) if ignore is None else _flat_array(ignore),
+            self._edges,
+            pos,
+            neg,
+        )
         self.pos_hist += torch.from_numpy(pos).to(self.pos_hist)
         self.neg_hist += torch.from_numpy(neg).to(self.neg_hist)
 
