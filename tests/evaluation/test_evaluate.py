@@ -6,11 +6,14 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import SHAPES, evaluate, run
+from conftest import ROOT, SHAPES, evaluate, run
+from hydra import compose, initialize_config_dir
 from oracle import max_box_acc, pxap
 
 from camlab.cam import compute_cam
 from camlab.data import ShapesDataModule
+from camlab.errors import CamlabError
+from camlab.evaluate import evaluate as camlab_evaluate
 from camlab.metrics import cams_to_scoremaps
 from camlab.models.module import GAPClassifier
 
@@ -76,28 +79,37 @@ def test_val_split_matches_the_training_log(trained, tmp_path):
     assert out["classification"]["top1_cls"] == pytest.approx(logged["val/acc"] * 100, abs=1e-3)
 
 
+def test_bad_checkpoint_path_gives_one_clear_error(tmp_path):
+    out = run("scripts/evaluate.py", "ckpt_path=missing.ckpt", run_dir=tmp_path)
+    assert out.returncode == 1
+    assert "does not exist" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["ckpt_path=missing.ckpt"], "does not exist"),
         (["data=mnist_embedded", "metrics=[pxap]"], "has no pixel masks"),
         (["data=mnist_embedded"], "trained on another data set"),
         (["cam.methods=[gradcam,nope]"], "Valid choices"),
         ([*SHAPES, "metrics=[boxes,iou]"], "Valid entries"),
     ],
 )
-def test_bad_input_gives_one_clear_error(trained, tmp_path, overrides, expected):
-    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
-    out = run("scripts/evaluate.py", ckpt, *overrides, run_dir=tmp_path)
-    assert out.returncode == 1
-    assert expected in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+def test_bad_input_errors(trained, tmp_path, overrides, expected):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    overrides = [f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path}", *overrides]
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("eval", overrides=overrides)
+    with pytest.raises(CamlabError, match=expected):
+        camlab_evaluate(cfg)
 
 
 def test_no_run_config_asks_for_data(trained, tmp_path):
     alone = tmp_path / "alone.ckpt"
     alone.write_bytes((trained / "checkpoints" / "last.ckpt").read_bytes())
-    out = run("scripts/evaluate.py", f"ckpt_path={alone}", run_dir=tmp_path / "run")
-    assert out.returncode == 1 and "data=" in out.stderr
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt_path={alone}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(CamlabError, match="data=mnist_embedded"):
+        camlab_evaluate(cfg)
 
 
 @pytest.mark.slow
