@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from camlab.checkpoint_io import AtomicCheckpointIO
 from camlab.errors import CamlabError
 from camlab.instantiate import build, build_all
+from camlab.launch import check_sweep_extra, in_multirun, multirun_job
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
@@ -105,13 +106,31 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main() -> None:
+    """``python train.py [overrides]``: checks that sweep plugins asked for are installed, then
+    lets Hydra compose the config and run ``train`` (once, or per job with ``-m``)."""
     try:
-        return train(cfg)
+        check_sweep_extra(sys.argv[1:])
+    except CamlabError as err:
+        print(f"\nError: {err}", file=sys.stderr)
+        sys.exit(1)
+    hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra's task function: its return value is what a sweeper (Optuna) optimizes."""
+    multirun = in_multirun()
+    try:
+        with multirun_job():
+            return train(cfg)
     except CamlabError as err:
         log.error("%s", err)
         print(f"\nError: {err}", file=sys.stderr)
+        if multirun:
+            # Hydra records the job as failed (Optuna: a FAIL trial, not one left RUNNING in
+            # the study), runs the others and then exits non-zero with this error.
+            raise
         sys.exit(1)
 
 
