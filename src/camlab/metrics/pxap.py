@@ -76,10 +76,15 @@ def pxap_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str
     return {"pxap": pxap, "precision": precision, "recall": recall}
 
 
-def _flat_array(tensor: torch.Tensor) -> np.ndarray:
-    """Flat contiguous numpy array [P] of a tensor; bool as uint8 (one kernel for both)."""
+def _flat_scores(scoremaps: torch.Tensor) -> np.ndarray:
+    """Flat contiguous numpy array [P] of the scores, in their own dtype."""
+    return np.ascontiguousarray(scoremaps.detach().cpu().numpy()).reshape(-1)
+
+
+def _flat_flags(tensor: torch.Tensor) -> np.ndarray:
+    """uint8 array [P], nonzero where the tensor is (one kernel for every mask dtype)."""
     array = np.ascontiguousarray(tensor.detach().cpu().numpy()).reshape(-1)
-    return array.view(np.uint8) if array.dtype == np.bool_ else array
+    return array.view(np.uint8) if array.dtype == np.bool_ else (array != 0).view(np.uint8)
 
 
 class PxAP(Metric):
@@ -119,14 +124,14 @@ class PxAP(Metric):
             raise ValueError(f"masks {tuple(masks.shape)} != scoremaps {tuple(scoremaps.shape)}")
         if ignore is not None and ignore.shape != scoremaps.shape:
             raise ValueError(f"ignore {tuple(ignore.shape)} != {tuple(scoremaps.shape)}")
-        scores = _flat_array(scoremaps)
+        scores = _flat_scores(scoremaps)
         pos = np.zeros(len(self._edges) - 1, dtype=np.int64)
         neg = np.zeros_like(pos)
         # Summing over the batch equals the sum of the reference's per-image histograms.
         accumulate_histograms(
             scores,
-            _flat_array(masks),
-            np.zeros(0, np.uint8) if ignore is None else _flat_array(ignore),
+            _flat_flags(masks),
+            np.zeros(0, np.uint8) if ignore is None else _flat_flags(ignore),
             self._edges,
             pos,
             neg,
