@@ -85,8 +85,9 @@ class WSOLDataset(Dataset):
         self.transform, self.image_size = transform, image_size
         self.ids_file = meta.file("image_ids.txt")
         self.sizes_file = meta.file("image_sizes.txt")
-        # numpy, not lists of Python objects: forked loader workers then share the pages.
-        self.image_ids = np.array(meta.image_ids)
+        # UTF-8 bytes in one numpy array, not a list of str: forked loader workers then share
+        # its pages (no refcount writes), and it is 4x smaller than numpy's unicode (ImageNet).
+        self.image_ids = np.array([image_id.encode() for image_id in meta.image_ids])
         self.labels = meta.labels
         self.has_boxes = localization and meta.boxes is not None
         self.has_masks = localization and meta.mask_paths is not None
@@ -102,14 +103,18 @@ class WSOLDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def image_id(self, i: int) -> str:
+        """The relative path of image ``i``, as in ``image_ids.txt``."""
+        return self.image_ids[i].decode()
+
     def _image(self, i: int) -> Image.Image:
-        path = os.path.join(self.data_root, str(self.image_ids[i]))
+        path = os.path.join(self.data_root, self.image_id(i))
         try:
             with Image.open(path) as image:
                 rgb = image.convert("RGB")
         except FileNotFoundError:
             raise CamlabError(
-                f"Image {path} does not exist: {self.ids_file} lists '{self.image_ids[i]}', and "
+                f"Image {path} does not exist: {self.ids_file} lists '{self.image_id(i)}', and "
                 f"image paths are relative to data.data_root={self.data_root}."
             ) from None
         except (UnidentifiedImageError, OSError) as err:
