@@ -159,7 +159,12 @@ def evaluate(cfg: DictConfig) -> dict:
                 classifier, datamodule, cfg.split, method, indices, tau, cfg.num_examples
             )
             write_png(tiles, str(out_dir / f"examples_{method}.png"))
-        ids = getattr(datamodule.dataset(cfg.split), "image_ids", None)
+        dataset = datamodule.dataset(cfg.split)  # WSOL data sets name images by relative path
+        ids = (
+            {r["index"]: dataset.image_id(r["index"]) for r in rows}
+            if hasattr(dataset, "image_id")
+            else None
+        )
         report.write_per_image(
             out_dir / "per_image.csv", rows, cfg.cam.methods, ids, datamodule.class_names,
             dataset_tau,

@@ -56,7 +56,7 @@ def write_per_image(
     path: Path,
     rows: list[dict[str, Any]],
     methods: Sequence[str],
-    ids: Sequence[str] | None,
+    ids: dict[int, str] | None,
     class_names: Sequence[str],
     dataset_tau: dict[str, int],
 ) -> None:
