@@ -12,7 +12,7 @@ from torch import Tensor
 
 from camlab.cam import cam_from_features, unwrap_model
 from camlab.errors import CamlabError
-from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, cams_to_scoremaps
+from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, PxAP, cams_to_scoremaps
 
 
 def gt_box_list(boxes: Tensor) -> list[Tensor]:
@@ -45,7 +45,8 @@ class ValLocalization(Callback):
 
     Logs ``val/max_box_acc_v2``, ``val/max_box_acc``, ``val/top1_loc`` and ``val/gt_known_loc``
     (percent) at the end of every validation epoch, before ``ModelCheckpoint`` reads them, so
-    ``ModelCheckpoint(monitor="val/max_box_acc_v2")`` works.
+    ``ModelCheckpoint(monitor="val/max_box_acc_v2")`` works; data with masks add ``val/pxap``,
+    and data without boxes (OpenImages) log PxAP only.
 
     Args:
         cam_curve_interval: threshold grid step of MaxBoxAcc.
@@ -63,12 +64,18 @@ class ValLocalization(Callback):
         self.box_acc_v2 = MaxBoxAcc(cam_curve_interval, tuple(iou_thresholds), multi_contour=True)
         self.box_acc_v1 = MaxBoxAcc(cam_curve_interval, (50,), multi_contour=False)
         self.loc_acc = LocalizationAccuracy(cam_threshold, 0.5, topk=(1,))
+        self.pxap = PxAP(cam_curve_interval)
+        self.boxes, self.masks = True, False
 
     @property
     def metrics(self) -> tuple[Any, ...]:
-        return (self.box_acc_v2, self.box_acc_v1, self.loc_acc)
+        return (self.box_acc_v2, self.box_acc_v1, self.loc_acc, self.pxap)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Decided once from the data set, so every DDP rank computes the same metrics.
+        data = getattr(trainer, "datamodule", None)
+        if stage == "fit" and data is not None and hasattr(data, "has_boxes"):
+            self.boxes, self.masks = data.has_boxes("val"), data.has_masks("val")
         for metric in self.metrics:
             metric.to(pl_module.device)  # the device DDP syncs on (CUDA for NCCL)
             metric.reset()
@@ -97,6 +104,11 @@ class ValLocalization(Callback):
         labels = batch["label"]
         cams = cam_from_features(outputs["features"], gap_weight(pl_module), targets=labels)
         scoremaps = cams_to_scoremaps(cams, tuple(batch["image"].shape[-2:]))
+        if self.masks:
+            mask = batch["mask"].cpu()
+            self.pxap.update(scoremaps, mask == 1, ignore=mask == 255)
+        if not self.boxes:
+            return
         boxes = gt_box_list(batch["box"])
         self.box_acc_v2.update(scoremaps, boxes)
         self.box_acc_v1.update(scoremaps, boxes)
@@ -106,15 +118,15 @@ class ValLocalization(Callback):
         if trainer.sanity_checking:
             return
         # compute() all-reduces the states: every rank gets here and calls it.
-        v2 = self.box_acc_v2.compute()
-        v1 = self.box_acc_v1.compute()
-        loc = self.loc_acc.compute()
-        values = {
-            "val/max_box_acc_v2": v2["max_box_acc"],
-            "val/max_box_acc": v1["max_box_acc"],
-            "val/top1_loc": loc["top1_loc"],
-            "val/gt_known_loc": loc["gt_known_loc"],
-        }
+        values = {}
+        if self.boxes:
+            loc = self.loc_acc.compute()
+            values["val/max_box_acc_v2"] = self.box_acc_v2.compute()["max_box_acc"]
+            values["val/max_box_acc"] = self.box_acc_v1.compute()["max_box_acc"]
+            values["val/top1_loc"] = loc["top1_loc"]
+            values["val/gt_known_loc"] = loc["gt_known_loc"]
+        if self.masks:
+            values["val/pxap"] = self.pxap.compute()["pxap"]
         for name, value in values.items():
             # Already the global value on every rank: no second reduction.
             pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)

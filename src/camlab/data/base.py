@@ -25,6 +25,8 @@ class LocalizationDataModule(pl.LightningDataModule):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int
+    # Batches of items with different box counts need a padding collate (WSOL data sets).
+    collate_fn = None
 
     def __init__(self, batch_size: int = 64, num_workers: int = 2, pin_memory: bool = False):
         super().__init__()
@@ -52,7 +54,17 @@ class LocalizationDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            collate_fn=type(self).collate_fn,
         )
+
+    def has_boxes(self, split: str) -> bool:
+        """Whether the split's items carry ground-truth boxes (box metrics need them)."""
+        box = self.dataset(split)[0]["box"]
+        return bool((torch.as_tensor(box).reshape(-1, 4)[:, 0] >= 0).any())
+
+    def has_masks(self, split: str) -> bool:
+        """Whether the split's items carry ``mask`` (PxAP needs it)."""
+        return "mask" in self.dataset(split)[0]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms
 
 from camlab.data.base import LocalizationDataModule
@@ -170,6 +170,8 @@ class WSOLDataModule(LocalizationDataModule):
         batch_size, num_workers, pin_memory: data loader settings.
     """
 
+    collate_fn = staticmethod(collate_wsol)  # a variable number of boxes per image
+
     in_channels = 3
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
@@ -286,15 +288,3 @@ class WSOLDataModule(LocalizationDataModule):
     def has_masks(self, split: str) -> bool:
         """Whether the split's items carry ``mask`` (val/test of a mask data set)."""
         return self.dataset(split).has_masks
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-            collate_fn=collate_wsol,  # a variable number of boxes per image
-        )
