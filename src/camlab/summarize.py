@@ -41,12 +41,12 @@ def parse_override(override: str) -> tuple[str, str]:
     return key, value
 
 
-def load_job(job_dir: Path) -> tuple[Job, str | None]:
+def load_job(sweep_dir: Path, job_dir: Path) -> tuple[Job, str | None]:
     """The job and the name of its optimized metric (None when it wrote no metrics.json)."""
     overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
     params = dict(parse_override(str(o)) for o in overrides or [])
-    prefix = job_dir.name.split("_", 1)[0]
-    job = Job(job_dir.name, int(prefix) if prefix.isdigit() else -1, params, "failed")
+    name = job_dir.relative_to(sweep_dir).as_posix()
+    job = Job(name, job_number(name), params, "failed")
     metrics_file = job_dir / "metrics.json"
     if not metrics_file.is_file():
         return job, None
@@ -57,18 +57,28 @@ def load_job(job_dir: Path) -> tuple[Job, str | None]:
     return job, data.get("optimized_metric")
 
 
+def job_number(name: str) -> int:
+    """``3_model=vgg16`` -> 3 (the ``${hydra.job.num}_`` prefix); -1 without one."""
+    prefix = name.split("_", 1)[0]
+    return int(prefix) if prefix.isdigit() else -1
+
+
 def find_jobs(sweep_dir: Path) -> list[Path]:
-    """Job directories (those holding ``.hydra/overrides.yaml``), in job-number order."""
+    """Job directories (those holding ``.hydra/overrides.yaml``), in job-number order.
+
+    Searched at any depth: an override value with a ``/`` (``optimized_metric=val/acc``) puts
+    Hydra's job directory one level further down.
+    """
     if not sweep_dir.is_dir():
         raise CamlabError(f"{sweep_dir} is not a directory; give a multirun (sweep) directory.")
-    jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    jobs = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")]
     if not jobs:
         raise CamlabError(
             f"No jobs in {sweep_dir}: expected job directories holding .hydra/overrides.yaml, "
             "as in the sweep directory of `python train.py -m ...` "
             "(outputs/train/multiruns/<date>_<time>)."
         )
-    return sorted(jobs, key=lambda p: (len(p.name.split("_", 1)[0]), p.name))
+    return sorted(jobs, key=lambda p: (job_number(p.relative_to(sweep_dir).as_posix()), p))
 
 
 def swept_keys(sweep_dir: Path, jobs: list[Job]) -> list[str]:
@@ -135,7 +145,7 @@ class Summary:
 
 def summarize(sweep_dir: Path, metrics: tuple[str, ...] = FINAL_METRICS) -> Summary:
     """Reads a sweep directory into a ``Summary``."""
-    loaded = [load_job(p) for p in find_jobs(sweep_dir)]
+    loaded = [load_job(sweep_dir, p) for p in find_jobs(sweep_dir)]
     jobs = [job for job, _ in loaded]
     names = {name for _, name in loaded if name}
     metric = sorted(names)[0] if len(names) == 1 else "value"  # "value" if jobs differ
