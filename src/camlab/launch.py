@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -27,8 +28,9 @@ PLUGIN_OVERRIDES = {
     "hydra/launcher=submitit": SUBMITIT,
 }
 # Set by Lightning's launcher in the launching process; left over, they make the next
-# multirun job believe it is a DDP child that another process launched.
-DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# multirun job believe it is a DDP child that another process launched (and OMP_NUM_THREADS,
+# cpu_count // devices, would hold the next job's thread count).
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
 # Hydra flags that take a value and must reach the DDP children unchanged.
 CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 
@@ -41,9 +43,10 @@ def check_sweep_extra(argv: Sequence[str]) -> None:
     """
     for arg in argv:
         arg = arg.lstrip("+~")
-        for prefix, (what, modules) in PLUGIN_OVERRIDES.items():
+        for prefix, plugin in PLUGIN_OVERRIDES.items():
             if not arg.startswith(prefix):
                 continue
+            what, modules = plugin
             for module in modules:
                 try:
                     importlib.import_module(module)
@@ -52,7 +55,7 @@ def check_sweep_extra(argv: Sequence[str]) -> None:
                         f"`{arg}` needs {what} ({err.name or module} is not installed). "
                         f"Install the sweep extra: {EXTRA_FIX}"
                     ) from err
-            if what == OPTUNA[0]:
+            if plugin is OPTUNA:
                 check_sqlalchemy()
 
 
@@ -100,7 +103,7 @@ def multirun_job() -> Iterator[None]:
         yield
         return
     hydra_cfg = HydraConfig.get()
-    saved_argv, saved_run_dir = sys.argv, hydra_cfg.run.dir
+    saved_argv, saved_run_dir, threads = sys.argv, hydra_cfg.run.dir, torch.get_num_threads()
     saved_env = {key: os.environ.get(key) for key in DDP_ENV}
     sys.argv = child_argv(sys.argv, list(hydra_cfg.overrides.task))
     with read_write(hydra_cfg):
@@ -116,10 +119,9 @@ def multirun_job() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        torch.set_num_threads(threads)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 class SqliteDir(Callback):
