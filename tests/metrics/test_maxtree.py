@@ -98,6 +98,23 @@ def test_every_oracle_box_is_found_at_every_level(multi):
                 assert level_ious(s8, np.array([box]), need, multi)[v] == 1.0, (s8, v, box)
 
 
+@pytest.mark.parametrize("multi", [True, False], ids=["V2", "v1"])
+def test_every_level_up_to_the_maximum_equals_oracle(multi):
+    # Levels between present values too: their foreground is that of the next present value.
+    rng = np.random.default_rng(29)
+    for _ in range(60):
+        m = random_small_map(rng)
+        s8 = quantize(m)
+        top = int(s8.max())
+        g = gt_boxes(rng, m.shape, k=3)
+        need = np.zeros(257, dtype=bool)
+        need[1 : top + 1] = True
+        got = level_ious(s8, g, need, multi)
+        for v in range(1, top + 1):
+            boxes = oracle.boxes_at(m, (v - 0.5) / top, multi)  # cut level v - 1
+            assert got[v] == oracle.iou_matrix(boxes, g).max(), (s8, v)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     arrays(

@@ -546,6 +546,8 @@ def largest_outer_ious(key, h, w, gt, need, reps, n_reps):
                 if best < 0 or _ranks_above(node, r, best):
                     best = r
             n_roots = kept
+        if best < 0:
+            continue  # F_v is empty (v above the map's maximum): no contour
         o = best * 8
         win, win_area, win_first = best, node[o + AREA2], node[o + FIRST]
         x1, y1 = min(node[o + X1] + 1, w - 1), min(node[o + Y1] + 1, h - 1)
@@ -559,7 +561,8 @@ def level_ious(s8: np.ndarray, gt: np.ndarray, need: np.ndarray, multi_contour: 
     Args:
         s8: uint8 array [H, W].
         gt: integer array [K, 4] of inclusive GT boxes.
-        need: bool array [257]; levels to report, each a value present in s8 (v in 1..255).
+        need: bool array [257]; levels to report (v in 1..255, at most max(s8): above it the
+            foreground is empty and the reference's zero box is the caller's business).
         multi_contour: every contour (V2) or the largest-area one (v1).
 
     Returns:
