@@ -37,3 +37,16 @@ def test_histograms_equal_numpy_on_bin_edges(dtype, interval, mask_dtype):
     neg = np.histogram(scores[~masks & ~ignore], bins=edges)[0]
     assert metric.pos_hist.tolist() == pos.tolist()
     assert metric.neg_hist.tolist() == neg.tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_bin_like_their_float64_values(dtype):
+    rng = np.random.default_rng(3)
+    scores = torch.from_numpy(_edge_scores(0.01, np.float64, rng, (4, 9, 11))).to(dtype)
+    masks = torch.from_numpy(rng.random(scores.shape) < 0.5)
+    metric = PxAP(cam_curve_interval=0.01)
+    metric.update(scores, masks)
+    wide = scores.double().numpy()
+    edges = np.append(cam_thresholds(0.01), [1.0, 2.0, 3.0])
+    assert metric.pos_hist.tolist() == np.histogram(wide[masks.numpy()], bins=edges)[0].tolist()
+    assert metric.neg_hist.tolist() == np.histogram(wide[~masks.numpy()], bins=edges)[0].tolist()

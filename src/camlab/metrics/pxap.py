@@ -77,8 +77,14 @@ def pxap_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str
 
 
 def _flat_scores(scoremaps: torch.Tensor) -> np.ndarray:
-    """Flat contiguous numpy array [P] of the scores, in their own dtype."""
-    return np.ascontiguousarray(scoremaps.detach().cpu().numpy()).reshape(-1)
+    """Flat contiguous numpy array [P] of the scores: float32/64 as they are, others float64.
+
+    Widening (e.g. float16) is exact and is what np.histogram's comparisons do anyway.
+    """
+    array = scoremaps.detach().cpu()
+    if array.dtype not in (torch.float32, torch.float64):
+        array = array.to(torch.float64)
+    return np.ascontiguousarray(array.numpy()).reshape(-1)
 
 
 def _flat_flags(tensor: torch.Tensor) -> np.ndarray:
