@@ -43,6 +43,8 @@ def check_sweep_extra(argv: Sequence[str]) -> None:
     """
     for arg in argv:
         arg = arg.lstrip("+~")
+        if arg.endswith("=null"):  # e.g. hparams_search=null: no plugin needed
+            continue
         for prefix, plugin in PLUGIN_OVERRIDES.items():
             if not arg.startswith(prefix):
                 continue
@@ -73,6 +75,7 @@ def check_sqlalchemy() -> None:
 
 
 def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
