@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What the default training callbacks (``cam_panel`` + ``val_localization``) cost per epoch.
 
-    python benchmarks/bench_callbacks.py                       # 15 train batches, full val, 3 repeats
+    python benchmarks/bench_callbacks.py             # 15 train batches, full val, 3 repeats
     python benchmarks/bench_callbacks.py --train-batches 5 --repeats 1   # a fast check
 
 The config is ``configs/train.yaml`` composed with Hydra (embedded MNIST, 84 px canvases, batch 64,
@@ -214,20 +214,26 @@ def main() -> None:
 
     print()
     print(f"medians of {args.repeats} repeats; {args.train_batches} train batches, {n_val} val")
-    print(f"train step {1000 * per_batch:.0f} ms/batch; validation without callbacks "
-          f"{med(False, 'val'):.2f} s, with {med(True, 'val'):.2f} s")
+    print(
+        f"train step {1000 * per_batch:.0f} ms/batch; validation without callbacks "
+        f"{med(False, 'val'):.2f} s, with {med(True, 'val'):.2f} s"
+    )
     print(f"full epoch (without callbacks, {full_batches} train batches + val): {full_epoch:.1f} s")
-    print(f"| part | s per epoch | % of full epoch |")
-    print(f"| --- | --- | --- |")
+    print("| part | s per epoch | % of full epoch |")
+    print("| --- | --- | --- |")
     print(f"| cam_panel (after-epoch panels) | {panel:.2f} | {pct(panel)} |")
     print(f"| val_localization (batch updates + compute) | {valloc:.2f} | {pct(valloc)} |")
-    print(f"| &nbsp;&nbsp;of which batch updates | {med(True, 'valloc_batches'):.2f} | "
-          f"{pct(med(True, 'valloc_batches'))} |")
+    print(
+        f"| &nbsp;&nbsp;of which batch updates | {med(True, 'valloc_batches'):.2f} | "
+        f"{pct(med(True, 'valloc_batches'))} |"
+    )
     print(f"| both (hook time) | {total:.2f} | {pct(total)} |")
     print(f"| both (measured epoch growth, with - without) | {grow:.2f} | {pct(grow)} |")
     print(f"one-off step-0 panel (on_train_start): {med(True, 'panel_step0'):.2f} s")
-    print(f"short epoch: without {med(False, 'epoch'):.2f} s, with {med(True, 'epoch'):.2f} s "
-          f"(+{100 * grow / med(False, 'epoch'):.0f}%)")
+    print(
+        f"short epoch: without {med(False, 'epoch'):.2f} s, with {med(True, 'epoch'):.2f} s "
+        f"(+{100 * grow / med(False, 'epoch'):.0f}%)"
+    )
     print(f"benchmark wall time {time.perf_counter() - t_all:.0f} s")
 
 
