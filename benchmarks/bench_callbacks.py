@@ -18,7 +18,7 @@ Measured per fit (a timer callback, first in the list):
 * train time (``on_train_epoch_start`` -> ``on_validation_epoch_start``) and validation time
   (``on_validation_epoch_start`` -> end of ``on_validation_epoch_end`` of all callbacks);
 * directly, the time spent inside the callbacks' own hooks: ``CAMPanel`` after the epoch
-  (``on_validation_epoch_end``; the one-off step-0 panel in ``on_train_start`` is reported
+  (``on_validation_end``; the one-off step-0 panel in ``on_train_start`` is reported
   apart) and ``ValLocalization`` (every ``on_validation_batch_end`` + ``on_validation_epoch_end``).
 
 A "full epoch" is extrapolated from the run without callbacks: train time per batch x the
@@ -90,7 +90,12 @@ def timed(cls: type) -> type:
 
         return hook
 
-    hooks = ("on_train_start", "on_validation_batch_end", "on_validation_epoch_end")
+    hooks = (
+        "on_train_start",
+        "on_validation_batch_end",
+        "on_validation_epoch_end",
+        "on_validation_end",
+    )
     body = {name: wrap(name) for name in hooks if name in cls.__dict__}
 
     def init(self, *args, **kwargs):
@@ -150,7 +155,7 @@ def one_fit(cfg, with_callbacks: bool, train_batches: int, root: str) -> dict[st
     for cb in callbacks[1:]:
         if isinstance(cb, CAMPanel):
             out["panel_step0"] = cb.cost.get("on_train_start", 0.0)
-            out["panel_epoch"] = cb.cost.get("on_validation_epoch_end", 0.0)
+            out["panel_epoch"] = cb.cost.get("on_validation_end", 0.0)
         elif isinstance(cb, ValLocalization):
             out["valloc_batches"] = cb.cost.get("on_validation_batch_end", 0.0)
             out["valloc_compute"] = cb.cost.get("on_validation_epoch_end", 0.0)

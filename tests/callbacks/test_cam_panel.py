@@ -54,6 +54,27 @@ def test_gt_boxes_identical_across_epochs(fitted):
         assert tile[y0, x0] and tile[y1, x1]
 
 
+def test_red_box_at_the_validation_threshold(fitted):
+    """The last panel is the final model's CAMs with the box at this epoch's MaxBoxAcc
+    threshold (``box_threshold="val"``), drawn after ValLocalization logged it."""
+    root, trainer, model = fitted
+    panel = next(cb for cb in trainer.callbacks if isinstance(cb, CAMPanel))
+    tau = float(trainer.callback_metrics["val/max_box_acc_threshold"])
+    assert panel.threshold(trainer) == tau
+    events = read_events(root / "tb" / "run")
+    logged = {m: decode(events.Images(f"cam/{m}")[-1]) for m in METHODS}
+    rendered = panel.render(model, tau)
+    for method in METHODS:
+        assert np.array_equal(rendered[f"cam/{method}"].permute(1, 2, 0).numpy(), logged[method])
+    # The threshold is what moves the red boxes: at 0 every box is the whole image.
+    red = np.array([255, 0, 0], np.uint8)
+    at_zero = panel.render(model, 0.0)["cam/cam"].permute(1, 2, 0).numpy()
+    assert tau > 0
+    assert not np.array_equal((at_zero == red).all(-1), (logged["cam"] == red).all(-1))
+    assert CAMPanel(box_threshold=0.3).threshold(trainer) == 0.3
+    assert CAMPanel().threshold(SimpleNamespace(callback_metrics={})) == 0.2
+
+
 def test_select_indices_spread_and_deterministic():
     labels = [i % 4 for i in range(32)]
     picked = select_indices(lambda i: labels[i], 32, 16, 4)
@@ -120,8 +141,8 @@ def test_hooks_leave_training_untouched(target):
     logger = SimpleNamespace(experiment=writer)
     panel.on_train_start(_fake_trainer(dm, [logger]), model)
     with torch.inference_mode():  # as in Lightning's validation loop
-        panel.on_validation_epoch_end(_fake_trainer(dm, [logger], epoch=0), model)
-    panel.on_validation_epoch_end(_fake_trainer(dm, [logger], epoch=0), model)  # logged once
+        panel.on_validation_end(_fake_trainer(dm, [logger], epoch=0), model)
+    panel.on_validation_end(_fake_trainer(dm, [logger], epoch=0), model)  # logged once
 
     rows = math.ceil(6 / 3)
     assert [(t, s) for t, s, _ in writer.calls] == [
@@ -160,3 +181,6 @@ def test_bad_arguments():
         CAMPanel(target="top5")
     with pytest.raises(CamlabError):
         CAMPanel(colormap="nope")
+    for bad in (1.0, -0.1, "best"):
+        with pytest.raises(CamlabError, match="box_threshold"):
+            CAMPanel(box_threshold=bad)

@@ -6,7 +6,10 @@ from cb_helpers import make_data, make_model, offline_metrics, read_events
 
 from camlab.callbacks import ValLocalization
 
-NAMES = ("val/max_box_acc_v2", "val/max_box_acc", "val/top1_loc", "val/gt_known_loc")
+NAMES = (
+    "val/max_box_acc_v2", "val/max_box_acc", "val/top1_loc", "val/gt_known_loc",
+    "val/max_box_acc_threshold",
+)  # fmt: skip
 
 
 def test_scalars_logged_and_monitorable(fitted):

@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from camlab.callbacks.val_localization import gt_box_list
+from camlab.callbacks.val_localization import THRESHOLD_KEY, gt_box_list
 from camlab.cam import compute_cam, get_method
 from camlab.cam.overlay import COLORMAPS, denormalize, draw_boxes, grid, overlay
 from camlab.errors import CamlabError
@@ -24,6 +24,7 @@ from camlab.metrics import boxes_at_threshold
 TARGETS = ("predicted", "ground_truth")
 CAPTION_BG = 0
 MAX_SCAN = 5000  # most validation items read to find images of every class
+FIXED_THRESHOLD = 0.2  # the CAM paper's, for box_threshold="val" before any validation
 
 
 def select_indices(labels_of, length: int, num_images: int, num_classes: int) -> list[int]:
@@ -96,8 +97,14 @@ class CAMPanel(Callback):
     ``every_n_epochs``-th validation epoch (``global_step=epoch + 1``), on global rank 0 only,
     logs one image per method under ``cam/<method>``: each tile is the de-normalised image with
     the CAM (upsampled to the image size, min-max normalised) blended in, the ground-truth boxes
-    in green, the box of the largest contour of the CAM above ``box_threshold`` in red, and a
+    in green, the box of the largest contour of the CAM above the box threshold in red, and a
     caption with the predicted class, its probability and the true class.
+
+    The default box threshold, ``"val"``, is the one at which MaxBoxAcc peaked on the whole
+    validation split in the same epoch (``val/max_box_acc_threshold``, logged by
+    ``ValLocalization``): the box a user would deploy. Panels are drawn in
+    ``on_validation_end``, after every callback's ``on_validation_epoch_end``, so it is this
+    epoch's value; before the first validation, or without ``ValLocalization``, it is 0.2.
 
     The images are chosen once per run, deterministically and spread over the classes, from
     ``trainer.datamodule.dataset("val")``. The callback leaves training as it was: the model's
@@ -112,7 +119,7 @@ class CAMPanel(Callback):
         every_n_epochs: log after every n-th epoch's validation (0 = only at the start).
         colormap: OpenCV colour map name.
         alpha: CAM weight in the blend.
-        box_threshold: CAM threshold (fraction of its max) of the red box.
+        box_threshold: CAM threshold (fraction of its max) of the red box, or ``"val"``.
         nrow: tiles per grid row (default: about the square root of ``num_images``).
     """
 
@@ -124,7 +131,7 @@ class CAMPanel(Callback):
         every_n_epochs: int = 1,
         colormap: str = "jet",
         alpha: float = 0.5,
-        box_threshold: float = 0.2,
+        box_threshold: float | str = "val",
         nrow: int | None = None,
     ) -> None:
         super().__init__()
@@ -137,6 +144,12 @@ class CAMPanel(Callback):
         if colormap.lower() not in COLORMAPS:
             raise CamlabError(
                 f"Unknown colour map '{colormap}'. Valid choices: {', '.join(sorted(COLORMAPS))}."
+            )
+        if box_threshold != "val" and not (
+            isinstance(box_threshold, int | float) and 0 <= box_threshold < 1
+        ):
+            raise CamlabError(
+                f"box_threshold must be 'val' or a number in [0, 1); got {box_threshold!r}."
             )
         if num_images < 1 or every_n_epochs < 0:
             raise CamlabError("num_images must be >= 1 and every_n_epochs >= 0.")
@@ -157,7 +170,7 @@ class CAMPanel(Callback):
         if trainer.is_global_zero:
             self._log_panels(trainer, pl_module, step=0)
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.every_n_epochs == 0:
             return
         if trainer.state.fn != "fit":
@@ -221,7 +234,7 @@ class CAMPanel(Callback):
             with torch.random.fork_rng(devices=cuda):
                 if not self._load(trainer, pl_module):
                     return
-                panels = self.render(pl_module)
+                panels = self.render(pl_module, self.threshold(trainer))
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
@@ -230,7 +243,14 @@ class CAMPanel(Callback):
                 writer.add_image(tag, image, global_step=step, dataformats="CHW")
         self._logged_steps.add(step)
 
-    def render(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
+    def threshold(self, trainer: pl.Trainer) -> float:
+        """The red box's CAM threshold now (see the class docstring)."""
+        if self.box_threshold != "val":
+            return float(self.box_threshold)
+        value = getattr(trainer, "callback_metrics", {}).get(THRESHOLD_KEY)
+        return FIXED_THRESHOLD if value is None else float(value)
+
+    def render(self, pl_module: pl.LightningModule, box_threshold: float) -> dict[str, Tensor]:
         """``{"cam/<method>": uint8 grid [3, H', W']}`` of the selected images (after loading)."""
         assert self._batch is not None
         batch = self._batch
@@ -260,7 +280,7 @@ class CAMPanel(Callback):
             out = []
             for k, tile in enumerate(tiles):
                 pred_box = boxes_at_threshold(
-                    maps[k].cpu().double().numpy(), self.box_threshold, multi_contour=False
+                    maps[k].cpu().double().numpy(), box_threshold, multi_contour=False
                 )
                 pred_box = torch.from_numpy(pred_box) if pred_box.any() else None
                 tile = draw_boxes(tile, None, pred_box)

@@ -14,6 +14,8 @@ from camlab.cam import cam_from_features, unwrap_model
 from camlab.errors import CamlabError
 from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, PxAP, cams_to_scoremaps
 
+THRESHOLD_KEY = "val/max_box_acc_threshold"
+
 
 def gt_box_list(boxes: Tensor) -> list[Tensor]:
     """Batch boxes ``[B, K, 4]`` with ``-1`` padding rows -> B CPU int64 tensors ``[K_i, 4]``."""
@@ -44,7 +46,8 @@ class ValLocalization(Callback):
     metrics are torchmetrics states, summed over DDP ranks at ``compute``; every rank computes.
 
     Logs ``val/max_box_acc_v2``, ``val/max_box_acc``, ``val/top1_loc`` and ``val/gt_known_loc``
-    (percent) at the end of every validation epoch, before ``ModelCheckpoint`` reads them, so
+    (percent), and ``val/max_box_acc_threshold`` (the CAM threshold at which MaxBoxAcc v1 peaks)
+    at the end of every validation epoch, before ``ModelCheckpoint`` reads them, so
     ``ModelCheckpoint(monitor="val/max_box_acc_v2")`` works; data with masks add ``val/pxap``,
     and data without boxes (OpenImages) log PxAP only.
 
@@ -121,8 +124,11 @@ class ValLocalization(Callback):
         values = {}
         if self.boxes:
             loc = self.loc_acc.compute()
+            v1 = self.box_acc_v1.compute()
             values["val/max_box_acc_v2"] = self.box_acc_v2.compute()["max_box_acc"]
-            values["val/max_box_acc"] = self.box_acc_v1.compute()["max_box_acc"]
+            values["val/max_box_acc"] = v1["max_box_acc"]
+            # The data-set-wide threshold a user would deploy (CAMPanel draws its red box at it).
+            values[THRESHOLD_KEY] = v1["best_threshold@50"]
             values["val/top1_loc"] = loc["top1_loc"]
             values["val/gt_known_loc"] = loc["gt_known_loc"]
         if self.masks:
