@@ -52,3 +52,14 @@ def test_resnet18_learns_embedded_digits(tmp_path):
     # in the box is out of reach here: one 4x4 CAM cell spans 14 px, a digit 28-42 px.
     assert pointing > 0.75
     assert mass_in_box > 1.4 * box_area
+    # At a finer layer the map can be as sharp as the digit: LayerCAM (made for shallow layers)
+    # at layer1 (stride 4: 14x14 maps) of the same model puts most of its mass in the box.
+    # Measured: 0.62 of the mass in the 0.16 of the pixels (3.8x uniform).
+    fine = compute_cam(
+        model, batch["image"], "layercam", targets=batch["label"],
+        target_layer="net.features.backbone.layer1", output_size=56,
+    )  # fmt: skip
+    assert fine.shape == (200, 56, 56) and fine.min() >= 0
+    fine_mass = ((fine * inside).sum() / fine.sum()).item()
+    print(f"LayerCAM at layer1: mass in box {fine_mass:.3f}")
+    assert fine_mass > 0.5
