@@ -161,6 +161,24 @@ def test_hooks_leave_training_untouched(target):
     assert random.getstate() == states[2]
 
 
+def test_target_layer_gives_finer_maps():
+    dm = make_data()
+    model = make_model(dm)
+    logger = SimpleNamespace(experiment=_Writer())
+    layer1 = "net.features.backbone.layer1"
+    default = CAMPanel(methods=("layercam",), num_images=4)
+    fine = CAMPanel(methods=("layercam",), num_images=4, target_layer=layer1)
+    for panel in (default, fine):
+        panel.on_train_start(_fake_trainer(dm, [logger]), model)
+    coarse_img, fine_img = (p.render(model, 0.2)["cam/layercam"] for p in (default, fine))
+    assert [c[2] for c in logger.experiment.calls] == [tuple(coarse_img.shape)] * 2
+    assert coarse_img.shape == fine_img.shape and not torch.equal(coarse_img, fine_img)
+    with pytest.raises(CamlabError, match="gradcam"):  # CAM needs the GAP + linear layer
+        CAMPanel(methods=("cam",), target_layer=layer1).on_train_start(
+            _fake_trainer(dm, [logger]), model
+        )
+
+
 def test_other_ranks_and_loggers_without_images_do_nothing():
     dm = make_data()
     model = make_model(dm)

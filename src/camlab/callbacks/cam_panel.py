@@ -121,6 +121,9 @@ class CAMPanel(Callback):
         alpha: CAM weight in the blend.
         box_threshold: CAM threshold (fraction of its max) of the red box, or ``"val"``.
         nrow: tiles per grid row (default: about the square root of ``num_images``).
+        target_layer: layer every method explains (``None`` = the CAM layer); a shallower one,
+            e.g. ``"net.features.backbone.layer1"`` with ``layercam``, gives sharper maps
+            (the ``"val"`` box threshold stays the one of the CAM layer's maps).
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class CAMPanel(Callback):
         alpha: float = 0.5,
         box_threshold: float | str = "val",
         nrow: int | None = None,
+        target_layer: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(methods, str):
@@ -161,6 +165,7 @@ class CAMPanel(Callback):
         self.alpha = alpha
         self.box_threshold = box_threshold
         self.nrow = nrow
+        self.target_layer = target_layer
         self.indices: list[int] | None = None
         self._batch: dict[str, Any] | None = None
         self._logged_steps: set[int] = set()
@@ -274,8 +279,9 @@ class CAMPanel(Callback):
         panels = {}
         for method in self.methods:
             maps = compute_cam(
-                pl_module, images, method, targets=targets, output_size=size, normalize=True
-            ).detach()
+                pl_module, images, method, targets=targets, target_layer=self.target_layer,
+                output_size=size, normalize=True,
+            ).detach()  # fmt: skip
             tiles = overlay(base, maps, self.alpha, self.colormap).cpu()
             out = []
             for k, tile in enumerate(tiles):
