@@ -16,7 +16,8 @@ because the VM is shared with other jobs.
 Measured per fit (a timer callback, first in the list):
 
 * train time (``on_train_epoch_start`` -> ``on_validation_epoch_start``) and validation time
-  (``on_validation_epoch_start`` -> end of ``on_validation_epoch_end`` of all callbacks);
+  (``on_validation_epoch_start`` -> ``on_train_epoch_end``, after every callback's
+  ``on_validation_epoch_end`` and ``on_validation_end``);
 * directly, the time spent inside the callbacks' own hooks: ``CAMPanel`` after the epoch
   (``on_validation_end``; the one-off step-0 panel in ``on_train_start`` is reported
   apart) and ``ValLocalization`` (every ``on_validation_batch_end`` + ``on_validation_epoch_end``).

@@ -110,6 +110,7 @@ def _fake_trainer(dm, loggers, epoch=0, rank_zero=True):
         sanity_checking=False,
         current_epoch=epoch,
         state=SimpleNamespace(fn="fit"),
+        callback_metrics={},
     )
 
 

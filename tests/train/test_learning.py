@@ -48,8 +48,8 @@ def test_resnet18_learns_embedded_digits(tmp_path):
     print(f"CAM mass in box {mass_in_box:.3f}, box area {box_area:.3f}, peak in box {pointing:.3f}")
     # Measured (seed 0, 4x4 CAMs of 56 px canvases after 2 epochs): the CAM's peak lies inside
     # the digit's box for 0.89 of the images (pointing game), and 0.27 of the positive CAM mass
-    # lies in boxes covering 0.16 of the pixels (1.7x a uniform map). More than half the mass
-    # in the box is out of reach here: one 4x4 CAM cell spans 14 px, a digit 28-42 px.
+    # lies in boxes covering 0.16 of the pixels (1.7x a uniform map). More than half of this
+    # last-layer CAM's mass in the box is out of reach: one 4x4 cell spans 14 px, a digit 28-42.
     assert pointing > 0.75
     assert mass_in_box > 1.4 * box_area
     # At a finer layer the map can be as sharp as the digit: LayerCAM (made for shallow layers)

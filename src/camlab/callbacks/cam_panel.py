@@ -252,7 +252,7 @@ class CAMPanel(Callback):
         """The red box's CAM threshold now (see the class docstring)."""
         if self.box_threshold != "val":
             return float(self.box_threshold)
-        value = getattr(trainer, "callback_metrics", {}).get(THRESHOLD_KEY)
+        value = trainer.callback_metrics.get(THRESHOLD_KEY)
         return FIXED_THRESHOLD if value is None else float(value)
 
     def render(self, pl_module: pl.LightningModule, box_threshold: float) -> dict[str, Tensor]:
