@@ -164,6 +164,9 @@ BAD_METADATA = [
     ("localization.txt", 1, f"{V0},30,4x,149,119", "localization.txt", 1, "y0 must be an integer"),
     ("localization.txt", 1, f"{V0},150,40,149,119", "localization.txt", 1, "x1 < x0"),
     ("localization.txt", 1, f"{V0},-3,40,149,119", "localization.txt", 1, "x0 must be >= 0"),
+    # V0 is 300x200: the last pixel column is 299, the last row 199.
+    ("localization.txt", 1, f"{V0},30,40,300,119", "localization.txt", 1, "which is 300x200"),
+    ("localization.txt", 1, f"{V0},30,40,149,200", "localization.txt", 1, "y1 <= 199"),
     ("localization.txt", 2, f"{V1},m.png,", "localization.txt", 2, "expected 5 comma-separated"),
     ("localization.txt", 1, f"{V0},1,2,3", "localization.txt", 1, "5 comma-separated fields"),
     ("localization.txt", 1, None, "image_ids.txt", 1, "has no line in"),
@@ -224,3 +227,11 @@ def test_train_py_fast_dev_run_on_the_generated_data(tmp_path, data, make, logge
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert 0 <= metrics[logged] <= 100, metrics
+
+
+def test_openimages_with_an_empty_image_sizes_file_as_distributed(masks_root):
+    # The reference's OpenImages metadata ships image_sizes.txt empty: masks need no sizes.
+    for split in ("val", "test"):
+        (masks_root / "metadata" / "OpenImages" / split / "image_sizes.txt").write_text("")
+    item = mask_module(masks_root).dataset("val")[1]
+    assert item["mask"].shape == (224, 224) and int((item["mask"] == 1).sum()) > 0

@@ -161,23 +161,28 @@ def read_split(directory: str, localization: bool = True) -> SplitMetadata:
     sizes_path = meta.file("image_sizes.txt")
     if os.path.isfile(sizes_path):
         sizes = np.zeros((len(ids), 2), np.int64)
+        records = 0
         for lineno, (image_id, w, h) in _records(sizes_path, ("path", "width", "height")):
+            records += 1
             i = index.get(image_id)
             if i is not None:
                 sizes[i] = (
                     _int(sizes_path, lineno, "width", w, 1),
                     _int(sizes_path, lineno, "height", h, 1),
                 )
-        _check_all_present(meta, id_lines, sizes[:, 0] > 0, sizes_path)
-        meta.sizes = sizes
+        # The reference's OpenImages metadata ships an empty image_sizes.txt (masks need no
+        # sizes): an empty file means "no sizes", a partial one is an error.
+        if records:
+            _check_all_present(meta, id_lines, sizes[:, 0] > 0, sizes_path)
+            meta.sizes = sizes
 
     loc_path = meta.file("localization.txt")
     if os.path.isfile(loc_path):
         _read_localization(meta, loc_path, index, id_lines)
         if meta.boxes is not None and meta.sizes is None:
             raise CamlabError(
-                f"{loc_path} has boxes, but {sizes_path} is missing: the boxes are rescaled with "
-                "each image's size. Add it, one 'path,width,height' line an image."
+                f"{loc_path} has boxes, but {sizes_path} is missing or empty: the boxes are "
+                "rescaled with each image's size. Add it, one 'path,width,height' line an image."
             )
     return meta
 
@@ -217,8 +222,18 @@ def _read_localization(
                     f"box ({x0},{y0},{x1},{y1}) has x1 < x0 or y1 < y0; expected x0,y0,x1,y1 "
                     "with x0 <= x1 and y0 <= y1 (inclusive pixels)",
                 )  # fmt: skip
-            if i is not None:
-                boxes[i].append((x0, y0, x1, y1))
+            if i is None:
+                continue
+            if meta.sizes is not None:
+                w, h = (int(v) for v in meta.sizes[i])
+                if x1 >= w or y1 >= h:  # inclusive pixels: the last column is w - 1
+                    raise _error(
+                        path, lineno,
+                        f"box ({x0},{y0},{x1},{y1}) of '{fields[0]}' lies outside the image, which "
+                        f"is {w}x{h} pixels in {meta.file('image_sizes.txt')}; expected "
+                        f"x1 <= {w - 1} and y1 <= {h - 1} (inclusive pixels). Fix the box or the size",
+                    )  # fmt: skip
+            boxes[i].append((x0, y0, x1, y1))
             continue
         _, mask_path, ignore_path = fields
         if not mask_path:
