@@ -26,7 +26,8 @@ def test_ilsvrc_test_several_boxes_an_image():
     meta = read_split(str(REAL / "ILSVRC" / "test"))
     assert [len(b) for b in meta.boxes] == [1, 2, 4, 1, 1, 3, 1]
     assert meta.labels.tolist() == [65, 970, 415, 674, 332, 777, 369]
-    assert meta.boxes[2][3].tolist() == [163, 219, 355, 374] and meta.sizes[2].tolist() == [500, 375]
+    assert meta.boxes[2][3].tolist() == [163, 219, 355, 374]
+    assert meta.sizes[2].tolist() == [500, 375]
     assert meta.boxes[6].tolist() == [[12, 0, 119, 89]] and meta.sizes[6].tolist() == [120, 90]
 
 
@@ -40,7 +41,9 @@ def test_openimages_val_empty_image_sizes_as_distributed():
     assert meta.mask_paths[2][2] == "val/0138tl/e097cbe66c643d2a_m0138tl_727df202.png"
 
 
-@pytest.mark.parametrize(("x1", "y1", "ok"), [(293, 484, True), (294, 484, False), (293, 485, False)])
+@pytest.mark.parametrize(
+    ("x1", "y1", "ok"), [(293, 484, True), (294, 484, False), (293, 485, False)]
+)
 def test_real_box_one_pixel_past_the_image_is_refused(tmp_path, x1, y1, ok):
     split = tmp_path / "val"
     shutil.copytree(REAL / "CUB" / "val", split)

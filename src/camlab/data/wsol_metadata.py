@@ -231,7 +231,8 @@ def _read_localization(
                         path, lineno,
                         f"box ({x0},{y0},{x1},{y1}) of '{fields[0]}' lies outside the image, which "
                         f"is {w}x{h} pixels in {meta.file('image_sizes.txt')}; expected "
-                        f"x1 <= {w - 1} and y1 <= {h - 1} (inclusive pixels). Fix the box or the size",
+                        f"x1 <= {w - 1} and y1 <= {h - 1} (inclusive pixels). Fix the box or "
+                        "the size",
                     )  # fmt: skip
             boxes[i].append((x0, y0, x1, y1))
             continue
