@@ -49,8 +49,8 @@ def load_checkpoint(path: str, device: str) -> LoadedModel:
 
     if not os.path.isfile(path):
         raise CamlabError(f"Checkpoint '{path}' does not exist.")
-    # The state dict holds every weight; pretrained=False avoids a download while building.
-    module = GAPClassifier.load_from_checkpoint(path, map_location=device, pretrained=False)
+    # Read with weights_only=True; the state dict holds every weight, so nothing is downloaded.
+    module = GAPClassifier.load_from_checkpoint(path, map_location=device)
     hp = dict(module.hparams)
     num_classes = int(_hparam(hp, "num_classes") or module.gap_classifier.out_features)
     in_channels = int(_hparam(hp, "in_channels") or 3)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.io import write_png
 
 from camlab.cam import get_method
-from camlab.errors import CamlabError
+from camlab.errors import CamlabError, report_error
 from camlab.evaluation import report
 from camlab.evaluation.examples import example_grid, pick_examples
 from camlab.evaluation.module import CamEvaluation
@@ -185,8 +185,7 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except CamlabError as err:
-        log.error("%s", err)
-        print(f"\nError: {err}", file=sys.stderr)
+        report_error(err, log)
         sys.exit(1)
 
 

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from camlab.checkpoint_io import AtomicCheckpointIO
-from camlab.errors import CamlabError
+from camlab.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from camlab.errors import CamlabError, report_error, user_message
 from camlab.instantiate import build, build_all
 from camlab.launch import check_sweep_extra, in_multirun, multirun_job
 
@@ -19,13 +19,40 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
 
 
+# Trainer settings that must be whole numbers (None allowed), and the limit_* ones that may also
+# be fractions: Lightning checks some with a bare assert, others only mid-fit.
+TRAINER_INTS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "num_nodes",
+                "check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches",
+                "num_sanity_val_steps")  # fmt: skip
+TRAINER_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches",
+                  "val_check_interval")  # fmt: skip
+
+
+def check_trainer_config(trainer_cfg: DictConfig) -> None:
+    """Fails, naming the override, on trainer settings of the wrong type or sign."""
+    for key in (*TRAINER_INTS, *TRAINER_LIMITS):
+        value = trainer_cfg.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        ok = whole if key in TRAINER_INTS else number
+        # -1 means "no limit" for max_epochs / max_steps and "all" for num_sanity_val_steps.
+        if ok and value < 0 and not (value == -1 and key in ("max_epochs", "max_steps",
+                                                              "num_sanity_val_steps")):  # fmt: skip
+            ok = False
+        if not ok:
+            kind = "a whole number >= 0" if key in TRAINER_INTS else "a number >= 0"
+            raise CamlabError(
+                f"trainer.{key}={value!r} is not {kind}. Fix the override, e.g. "
+                f"trainer.{key}={'2' if key in TRAINER_INTS else '1.0'}."
+            )
+
+
 def check_checkpoint(ckpt_path: str, num_classes: int) -> None:
-    """Fails early, with the fix, on a checkpoint that is missing or for another class count."""
-    if not os.path.isfile(ckpt_path):
-        raise CamlabError(f"ckpt_path={ckpt_path} does not exist; give the path of a .ckpt file.")
-    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get(
-        "hyper_parameters", {}
-    )
+    """Fails early, with the fix, on a checkpoint that is missing, unreadable, unsafe or for
+    another class count (read with ``weights_only=True``: no code from the file runs)."""
+    hparams = read_checkpoint(ckpt_path)["hyper_parameters"]
     if hparams.get("num_classes", num_classes) != num_classes:
         raise CamlabError(
             f"The checkpoint {ckpt_path} was trained for {hparams['num_classes']} classes, but the "
@@ -38,6 +65,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fits (and tests) a GAP classifier as configured; returns ``cfg.optimized_metric``."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
+    check_trainer_config(cfg.trainer)
 
     datamodule = build(cfg.data, "data")
     model = build(
@@ -49,6 +77,8 @@ def train(cfg: DictConfig) -> float | None:
         std=list(datamodule.std),
         class_names=list(datamodule.class_names),
         image_size=datamodule.image_size,
+        # Resuming: the checkpoint holds the weights, so pretrained ones are not fetched again.
+        init_from_checkpoint=bool(cfg.ckpt_path),
     )
     try:  # a wrong optimizer or scheduler setting fails here, not after the first epoch
         model.configure_optimizers()
@@ -112,7 +142,7 @@ def main() -> None:
     try:
         check_sweep_extra(sys.argv[1:])
     except CamlabError as err:
-        print(f"\nError: {err}", file=sys.stderr)
+        print(f"\nError: {user_message(err)}", file=sys.stderr)
         sys.exit(1)
     hydra_main()
 
@@ -125,8 +155,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         with multirun_job():
             return train(cfg)
     except CamlabError as err:
-        log.error("%s", err)
-        print(f"\nError: {err}", file=sys.stderr)
+        report_error(err, log)
         if multirun:
             # Hydra records the job as failed (Optuna: a FAIL trial, not one left RUNNING in
             # the study), runs the others and then exits non-zero with this error.

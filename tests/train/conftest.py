@@ -12,9 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FAST = ["data.num_workers=0", "data.canvas_size=56", "trainer.accelerator=cpu"]
 
 
-def run_train(*overrides: str, run_dir: Path, timeout: int = 300, env: dict | None = None):
-    """Runs ``python train.py`` as a user would, outputs in ``run_dir``."""
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+def run_train(
+    *overrides: str, run_dir: Path, timeout: int = 300, env: dict | None = None,
+    script: str = "train.py",
+):  # fmt: skip
+    """Runs ``python train.py`` (or another Hydra ``script``) as a user would, outputs in
+    ``run_dir``."""
+    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={run_dir}", *overrides]
     return subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},

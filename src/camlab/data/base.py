@@ -2,7 +2,20 @@
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
+
+from camlab.errors import CamlabError
+
+
+def check_count(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, else a CamlabError naming ``data.<name>``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CamlabError(
+            f"data.{name}={value!r} must be a whole number >= {minimum}. Fix the override "
+            f"(e.g. data.{name}={max(minimum, 1)})."
+        )
+    return value
 
 
 class LocalizationDataModule(pl.LightningDataModule):
@@ -30,8 +43,8 @@ class LocalizationDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 2, pin_memory: bool = False):
         super().__init__()
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.batch_size = check_count("batch_size", batch_size, 1)
+        self.num_workers = check_count("num_workers", num_workers, 0)
         self.pin_memory = pin_memory
         self.splits: dict[str, Dataset] = {}
 
@@ -46,10 +59,21 @@ class LocalizationDataModule(pl.LightningDataModule):
         return self.splits[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        sampler = None
+        dist = torch.distributed
+        distributed = not shuffle and dist.is_available() and dist.is_initialized()
+        if distributed and dist.get_world_size() > 1:
+            # Lightning's DistributedSampler pads the split with repeated images up to a multiple
+            # of the world size, which metrics would count twice: each image once, on one rank.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, dist.get_world_size(), dist.get_rank(), shuffle=False
+            )
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from camlab.data.base import LocalizationDataModule
+from camlab.data.base import LocalizationDataModule, check_count
 from camlab.data.canvas import CanvasDigits
 from camlab.errors import CamlabError
 
@@ -83,6 +83,9 @@ class MNISTLocDataModule(LocalizationDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        check_count("canvas_size", canvas_size, 28)
+        check_count("val_size", val_size, 1)
+        check_count("test_size", test_size, 1)
         if source not in ("torchvision", "embedded"):
             raise CamlabError(
                 f"Unknown MNIST source '{source}'. Valid choices: torchvision, embedded."
@@ -102,6 +105,11 @@ class MNISTLocDataModule(LocalizationDataModule):
         if self.source == "torchvision":
             pools = load_torchvision_mnist(self.data_dir, download=False)
             x, y = pools["train"]
+            if self.val_size >= len(x):
+                raise CamlabError(
+                    f"data.val_size={self.val_size} leaves no training digits out of MNIST's "
+                    f"{len(x)} training digits; lower data.val_size (default 5000)."
+                )
             order = rng.permutation(len(x))
             val, train = order[: self.val_size], order[self.val_size :]
             parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": pools["test"]}

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from camlab.data.base import LocalizationDataModule
+from camlab.data.base import LocalizationDataModule, check_count
 
 SHAPES = ["circle", "square", "triangle", "cross"]
 
@@ -113,6 +113,9 @@ class ShapesDataModule(LocalizationDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        for name, value in (("image_size", image_size), ("train_size", train_size),
+                            ("val_size", val_size), ("test_size", test_size)):  # fmt: skip
+            check_count(name, value, 1)
         self.image_size, self.seed = image_size, seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
 

@@ -24,13 +24,34 @@ def _vgg16(tv: nn.Module) -> tuple[nn.Module, int]:
     return tv.features[:-1], 512
 
 
+class InceptionTransformInput(nn.Module):
+    """torchvision's ``Inception3(transform_input=True)`` remap, which its ``forward`` applies and
+    a cut backbone would lose: ImageNet-normalised RGB -> the (x - 0.5) / 0.5 scaling Google's
+    pretrained weights expect."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        scale, shift = std / 0.5, (mean - 0.5) / 0.5
+        if in_channels != 3:  # gray input (first conv's RGB filters summed): the mean remap
+            scale, shift = scale.mean().expand(in_channels), shift.mean().expand(in_channels)
+        self.register_buffer("scale", scale.reshape(1, -1, 1, 1).clone(), persistent=False)
+        self.register_buffer("shift", shift.reshape(1, -1, 1, 1).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
 def _inception_v3(tv: nn.Module) -> tuple[nn.Module, int]:
     names = [
         "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
         "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
         "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c",
     ]  # fmt: skip
-    return nn.Sequential(OrderedDict((n, getattr(tv, n)) for n in names)), 2048
+    layers = [(n, getattr(tv, n)) for n in names]
+    if tv.transform_input:  # set by torchvision for the pretrained weights
+        layers.insert(0, ("transform_input", InceptionTransformInput()))
+    return nn.Sequential(OrderedDict(layers)), 2048
 
 
 def _densenet(tv: nn.Module) -> tuple[nn.Module, int]:
@@ -75,6 +96,21 @@ def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
             f"Without internet, put the file at {cached} (download {weights.url} elsewhere; "
             f"TORCH_HOME moves the cache), or train from scratch with model.pretrained=false."
         ) from err
+
+
+def check_input_size(name: str, image_size: int | None) -> None:
+    """Fails, with the fix, on inputs smaller than the backbone accepts (``BACKBONES``)."""
+    if name not in BACKBONES or image_size is None:
+        return
+    minimum = BACKBONES[name][1]
+    if image_size < minimum:
+        fits = sorted(n for n, (_, side) in BACKBONES.items() if side <= image_size)
+        raise CamlabError(
+            f"Images of {image_size} px are too small for '{name}', which needs at least "
+            f"{minimum} px on a side (its strided layers shrink the feature map to nothing). "
+            f"Use larger images (e.g. data.canvas_size={minimum} or data.image_size={minimum}) "
+            f"or a backbone that accepts {image_size} px: {', '.join(fits) or 'none'}."
+        )
 
 
 def _adapt_input_channels(backbone: nn.Module, in_channels: int) -> None:
@@ -132,6 +168,8 @@ def build_gapnet(
     cut, _ = BACKBONES[name]
     backbone, dim = cut(_torchvision_model(name, pretrained))
     _adapt_input_channels(backbone, in_channels)
+    if "transform_input" in backbone._modules:
+        backbone.transform_input = InceptionTransformInput(in_channels)
     if hires_cam:
         _resnet_last_stage_stride1(backbone)
     neck = None

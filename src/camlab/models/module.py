@@ -7,9 +7,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from camlab.models.backbones import build_gapnet
+from camlab.checkpoint_io import read_checkpoint
+from camlab.models.backbones import build_gapnet, check_input_size
 
 
 class GAPClassifier(pl.LightningModule):
@@ -28,6 +30,9 @@ class GAPClassifier(pl.LightningModule):
             layers (WSOL practice: the new head learns 10x faster).
         label_smoothing: cross-entropy label smoothing.
         mean, std, class_names, image_size: the data's, kept so a checkpoint can be used alone.
+        init_from_checkpoint: the weights will come from a checkpoint (set in every saved one,
+            and by ``train.py`` when resuming): build without fetching ImageNet weights, while
+            ``pretrained`` keeps meaning "an ImageNet backbone" (its ``backbone_lr_mult``).
     """
 
     def __init__(
@@ -45,16 +50,21 @@ class GAPClassifier(pl.LightningModule):
         std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
         image_size: int | None = None,
+        init_from_checkpoint: bool = False,
     ) -> None:
         super().__init__()
+        check_input_size(backbone, image_size)
         # Plain values only: optimizer/scheduler partials stay out of the checkpoint.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = build_gapnet(backbone, num_classes, in_channels, pretrained, hires_cam)
+        fetch = pretrained and not init_from_checkpoint
+        self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # One metric object per stage: their states must not mix.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Sum and count synced across ranks: exact under DDP even when ranks hold unequal shares.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     # The CAM interface of GAPNet, reachable from the LightningModule too.
     cam_layer = "net.features"
@@ -72,9 +82,13 @@ class GAPClassifier(pl.LightningModule):
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
         acc = getattr(self, f"{stage}_acc")
         acc(logits, batch["label"])
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 sync_dist=not on_step, batch_size=len(logits))  # fmt: skip
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                     batch_size=len(logits))  # fmt: skip
+        else:
+            mean_loss = getattr(self, f"{stage}_loss")
+            mean_loss.update(loss.detach(), weight=len(logits))
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         # Callbacks reuse the logits and CAM-layer features (no second forward pass).
         return {"loss": loss, "logits": logits.detach(), "features": feats.detach()}
@@ -87,6 +101,21 @@ class GAPClassifier(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "test")
+
+    def _share_rank0_buffers(self) -> None:
+        # DDP broadcasts buffers before training forwards only: after the last step each rank
+        # holds the BatchNorm statistics of its own batches. Evaluate rank 0's network (the one
+        # it checkpoints) everywhere, so N processes score exactly what one process would.
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for buffer in self.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def on_validation_epoch_start(self) -> None:
+        self._share_rank0_buffers()
+
+    def on_test_epoch_start(self) -> None:
+        self._share_rank0_buffers()
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
@@ -109,4 +138,18 @@ class GAPClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The trained weights are in the state dict: loading must not fetch ImageNet weights again.
-        checkpoint["hyper_parameters"]["pretrained"] = False
+        checkpoint["hyper_parameters"]["init_from_checkpoint"] = True
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str, map_location: Any = None, hparams_file: str | None = None,
+        strict: bool | None = None, **kwargs: Any,
+    ) -> "GAPClassifier":  # fmt: skip
+        """Lightning's ``load_from_checkpoint``, but never running code from the file: it is read
+        with ``weights_only=True`` (``camlab.checkpoint_io.read_checkpoint``), and a file that is
+        missing, truncated, foreign or needs code to load raises ``CamlabError``."""
+        kwargs.pop("weights_only", None)
+        read_checkpoint(str(checkpoint_path))
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        )

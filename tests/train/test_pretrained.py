@@ -1,0 +1,74 @@
+"""Pretrained backbones offline: torchvision's weight files are put in a TORCH_HOME of the
+test's own (random weights under the real file names; torchvision loads a cached file as is)."""
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from conftest import FAST, run_train
+
+from camlab.checkpoint_io import read_checkpoint
+from camlab.models.backbones import build_gapnet
+from camlab.models.module import GAPClassifier
+
+
+def cache_weights(torch_home: Path, name: str, **kwargs) -> Path:
+    """Writes random weights of torchvision's ``name`` where its DEFAULT weights are cached."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    path = torch_home / "hub" / "checkpoints" / os.path.basename(weights.url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_pretrained_inception_keeps_transform_input(tmp_path, monkeypatch):
+    cache_weights(tmp_path, "inception_v3", aux_logits=True, init_weights=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    net = build_gapnet("inception_v3", 10, pretrained=True).eval()
+    reference = torchvision.models.inception_v3(
+        weights=torchvision.models.Inception_V3_Weights.DEFAULT
+    ).eval()
+    assert reference.transform_input  # what torchvision sets for Google's weights
+    captured = {}
+    reference.Mixed_7c.register_forward_hook(lambda m, i, out: captured.update(out=out))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        reference(x)
+        ours = net.forward_features(x)
+    # The whole torchvision forward (its input remap included) up to the CAM layer.
+    torch.testing.assert_close(ours, captured["out"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_resume_pretrained_offline_and_reload_keeps_backbone_lr(tmp_path, monkeypatch):
+    with_weights, empty = tmp_path / "home", tmp_path / "empty_home"
+    cache_weights(with_weights, "resnet18")
+    empty.mkdir()
+    common = [*FAST, "model=resnet18", "model.pretrained=true", "model.optimizer.lr=0.002",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+              "~callbacks.rich_progress_bar", "~callbacks.cam_panel"]  # fmt: skip
+    first = run_train(*common, "trainer.max_epochs=1", run_dir=tmp_path / "first",
+                      env={"TORCH_HOME": str(with_weights)})  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+
+    # Offline, with no cached weights: the checkpoint has them, nothing is fetched.
+    second = run_train(*common, "trainer.max_epochs=2", f"ckpt_path={last}",
+                       run_dir=tmp_path / "second", env={"TORCH_HOME": str(empty)})  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert not any(empty.rglob("*")), "weights were fetched again"
+    assert read_checkpoint(str(tmp_path / "second" / "checkpoints" / "last.ckpt"))["epoch"] == 1
+
+    # Reloaded alone (still offline), the model still knows it is an ImageNet backbone.
+    monkeypatch.setenv("TORCH_HOME", str(empty))
+    model = GAPClassifier.load_from_checkpoint(
+        last, optimizer=functools.partial(torch.optim.AdamW, lr=0.002)
+    )
+    assert model.hparams.pretrained and model.hparams.backbone_lr_mult == 0.1
+    groups = {g["name"]: g["lr"] for g in model.configure_optimizers().param_groups}
+    assert groups == {"head": 0.002, "backbone": pytest.approx(0.0002)}

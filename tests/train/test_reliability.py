@@ -1,0 +1,210 @@
+"""Untrusted and malformed inputs: no code runs from a checkpoint, every bad input is one
+paragraph with the fix and a non-zero exit, and ``last.ckpt`` always holds the latest epoch."""
+
+import functools
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import FAST, ROOT, run_train
+from torch.utils.data import DataLoader, Dataset
+
+from camlab.callbacks import LastEveryEpochCheckpoint
+from camlab.checkpoint_io import read_checkpoint
+from camlab.data.shapes import ShapesDataModule
+from camlab.errors import CamlabError, user_message
+from camlab.models.backbones import check_input_size
+from camlab.models.module import GAPClassifier
+from camlab.train import check_trainer_config
+
+
+class Payload:
+    """Unpickling it runs ``exec``: what a crafted checkpoint does with weights_only=False."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "crafted.ckpt"
+    model = GAPClassifier("squeezenet1_1", num_classes=10, in_channels=1)
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+         "extra": Payload(str(marker))},
+        path,
+    )  # fmt: skip
+    assert not marker.exists()
+    return path, marker
+
+
+def _one_paragraph(out, *needles):
+    assert out.returncode != 0, out.stdout[-2000:]
+    err = out.stderr
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and len(err.split("Error: ")) == 2, err[-3000:]
+    for needle in needles:
+        assert needle in lines[0], err[-3000:]
+
+
+def test_crafted_checkpoint_is_refused_by_every_entry_point(crafted, tmp_path, capsys):
+    path, marker = crafted
+    with pytest.raises(CamlabError, match="Refused to load .*would run code"):
+        GAPClassifier.load_from_checkpoint(path)
+    with pytest.raises(CamlabError, match="Refused to load"):
+        read_checkpoint(str(path))
+
+    out = run_train(f"ckpt_path={path}", *FAST, run_dir=tmp_path / "train")
+    _one_paragraph(out, "Refused to load", "weights_only=True")
+
+    out = run_train(f"ckpt_path={path}", "data=mnist_embedded", "data.num_workers=0",
+                    run_dir=tmp_path / "eval", script="scripts/evaluate.py")  # fmt: skip
+    _one_paragraph(out, "Refused to load")
+
+    spec = importlib.util.spec_from_file_location("cam_image", ROOT / "scripts" / "cam_image.py")
+    cam_image = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cam_image)
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), np.zeros((28, 28), np.uint8))
+    assert cam_image.main([str(image), "--checkpoint", str(path), "--out", str(tmp_path)]) == 2
+    assert "Refused to load" in capsys.readouterr().err
+    assert not marker.exists(), "code from the checkpoint ran"
+
+
+def _real_checkpoint(tmp_path) -> str:
+    model = GAPClassifier("squeezenet1_1", num_classes=10, in_channels=1)
+    path = tmp_path / "real.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("empty", r"is empty \(0 bytes\)"),
+        ("truncated", "not a readable PyTorch checkpoint"),
+        ("text", "not a readable PyTorch checkpoint"),
+        ("list", "a list without state_dict, hyper_parameters"),
+        ("state_dict_only", "a dict without hyper_parameters"),
+    ],
+)
+def test_unreadable_or_foreign_checkpoints_name_the_problem(tmp_path, kind, words):
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        data = open(_real_checkpoint(tmp_path), "rb").read()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "text":
+        path.write_text("epoch,loss\n0,1.2\n")
+    elif kind == "list":
+        torch.save([torch.zeros(2)], path)
+    else:
+        torch.save({"state_dict": {}}, path)
+    with pytest.raises(CamlabError, match=words):
+        read_checkpoint(str(path))
+    with pytest.raises(CamlabError, match=words):
+        GAPClassifier.load_from_checkpoint(path)
+
+
+def test_truncated_checkpoint_on_the_command_line(tmp_path):
+    data = open(_real_checkpoint(tmp_path), "rb").read()
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(data[: len(data) // 3])
+    out = run_train(f"ckpt_path={path}", *FAST, run_dir=tmp_path / "run")
+    _one_paragraph(out, "not a readable PyTorch checkpoint", "last.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["data.batch_size=abc"], "data.batch_size='abc' must be a whole number >= 1"),
+        (["data.batch_size=-4"], "data.batch_size=-4 must be a whole number >= 1"),
+        (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' is not a whole number"),
+        (["data.val_size=-5"], "data.val_size=-5 must be a whole number >= 1"),
+        (["model=inception_v3", "data.canvas_size=40"], "needs at least 75 px"),
+    ],
+)
+def test_bad_overrides_are_one_paragraph(tmp_path, overrides, words):
+    out = run_train(*FAST, *overrides, run_dir=tmp_path)
+    _one_paragraph(out, words)
+    assert words in (tmp_path / "train.log").read_text()  # recorded with the run
+
+
+def test_val_size_larger_than_mnist(mnist_raw_dir, tmp_path):
+    out = run_train("data=mnist", f"paths.data_dir={mnist_raw_dir}", "data.val_size=4000",
+                    *FAST, run_dir=tmp_path)  # fmt: skip
+    _one_paragraph(out, "data.val_size=4000 leaves no training digits", "4000 training digits")
+
+
+class _Broken(Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        raise CamlabError("Image /data/x.jpg does not exist: fix data.data_root.")
+
+
+def test_error_in_a_loader_worker_is_the_original_paragraph():
+    with pytest.raises(CamlabError) as err:
+        next(iter(DataLoader(_Broken(), num_workers=1)))
+    assert "Original Traceback" in str(err.value)  # what torch re-raises
+    assert user_message(err.value) == "Image /data/x.jpg does not exist: fix data.data_root."
+
+
+def test_worker_error_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "data"))
+    from wsol_fake import make_box_dataset
+
+    make_box_dataset(tmp_path)
+    image = tmp_path / "dataset" / "CUB" / "0.red" / "val_0.png"
+    image.unlink()
+    out = run_train("data=cub", f"paths.data_dir={tmp_path}", "debug=fast_dev_run",
+                    "data.num_workers=1", "data.batch_size=3", "trainer.accelerator=cpu",
+                    run_dir=tmp_path / "run")  # fmt: skip
+    _one_paragraph(out, f"Image {image} does not exist", "data.data_root")
+    assert "Original Traceback" not in out.stderr + out.stdout
+
+
+def test_checks_in_process():
+    check_trainer_config({"max_epochs": -1, "limit_val_batches": 0.5, "max_steps": 10})
+    for key, value in [("max_epochs", 2.5), ("limit_train_batches", "x"), ("min_epochs", -2),
+                       ("accumulate_grad_batches", True)]:  # fmt: skip
+        with pytest.raises(CamlabError, match=f"trainer.{key}="):
+            check_trainer_config({key: value})
+    check_input_size("inception_v3", 75)
+    with pytest.raises(CamlabError, match="'inception_v3', which needs at least 75 px.*resnet18"):
+        check_input_size("inception_v3", 40)
+    with pytest.raises(CamlabError, match="data.num_workers=-1"):
+        ShapesDataModule(num_workers=-1)
+
+
+def test_last_ckpt_is_the_latest_epoch_when_the_metric_does_not_improve(tmp_path):
+    # monitor="epoch", mode="min": the first epoch stays the best, later ones never improve.
+    pl.seed_everything(0)
+    dm = ShapesDataModule(image_size=32, train_size=16, val_size=8, test_size=8, batch_size=8,
+                          num_workers=0)  # fmt: skip
+    model = GAPClassifier(
+        "squeezenet1_1", num_classes=dm.num_classes, in_channels=3,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.01), image_size=32,
+    )  # fmt: skip
+    ckpt = LastEveryEpochCheckpoint(
+        dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor="epoch", mode="min",
+        save_top_k=1, save_last=True, auto_insert_metric_name=False,
+    )  # fmt: skip
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=3, callbacks=[ckpt], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, dm)
+    assert sorted(os.listdir(tmp_path)) == ["epoch_000.ckpt", "last.ckpt"]
+    last = read_checkpoint(str(tmp_path / "last.ckpt"))
+    assert last["epoch"] == 2 and last["global_step"] == 3 * 2
+    assert read_checkpoint(str(tmp_path / "epoch_000.ckpt"))["epoch"] == 0
