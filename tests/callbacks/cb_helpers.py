@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from camlab.callbacks import CAMPanel, ValLocalization
+from camlab.callbacks import CAMPanel, EpochSummary, ValLocalization
 from camlab.cam import compute_cam
 from camlab.data import ShapesDataModule
 from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, cams_to_scoremaps
@@ -41,7 +42,8 @@ def make_model(dm: ShapesDataModule) -> GAPClassifier:
 def fit(
     root: Path, freeze_bn_stats: bool = False, **trainer_kwargs
 ) -> tuple[pl.Trainer, GAPClassifier]:
-    """Two epochs on tiny shapes with both callbacks, TensorBoard in ``root/tb/run``.
+    """Two epochs on tiny shapes with the camlab callbacks, TensorBoard in ``root/tb/run``,
+    the Python log in ``root/train.log`` (as Hydra's job logging writes it).
 
     ``freeze_bn_stats``: BatchNorm running statistics stay at their initial values. Under DDP
     each rank otherwise ends training with the statistics of its own last batch (DDP broadcasts
@@ -63,38 +65,57 @@ def fit(
         max_epochs=2,
         logger=TensorBoardLogger(root / "tb", name="run", version=""),
         # ModelCheckpoint first on purpose: Lightning moves it after the others.
-        callbacks=[checkpoint, CAMPanel(methods=METHODS), ValLocalization()],
+        callbacks=[checkpoint, CAMPanel(methods=METHODS), ValLocalization(), EpochSummary()],
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,
         **trainer_kwargs,
     )
-    trainer.fit(model, dm)
+    handler = logging.FileHandler(root / "train.log")
+    summary_log = logging.getLogger("camlab.callbacks.epoch_summary")
+    summary_log.addHandler(handler)
+    summary_log.setLevel(logging.INFO)
+    try:
+        trainer.fit(model, dm)
+    finally:
+        summary_log.removeHandler(handler)
+        handler.close()
     return trainer, model
 
 
 def offline_metrics(checkpoint: Path) -> dict[str, float]:
-    """The validation numbers from a checkpoint, computed outside Lightning."""
+    """The validation numbers from a checkpoint, computed outside Lightning (percent, but the
+    threshold); Top-1 / GT-known Loc at the best threshold by a second, fixed-threshold pass."""
     model = GAPClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     dm = make_data()
     v2, v1 = MaxBoxAcc(0.01), MaxBoxAcc(0.01, (50,), multi_contour=False)
     loc = LocalizationAccuracy(0.2, 0.5, topk=(1,))
+    logits, labels, maps, boxes = [], [], [], []
     with torch.no_grad():
         for batch in dm.val_dataloader():
-            logits = model(batch["image"])
+            logits.append(model(batch["image"]))
+            labels.append(batch["label"])
             cams = compute_cam(model, batch["image"], "cam", targets=batch["label"])
-            maps = cams_to_scoremaps(cams, (64, 64))
-            boxes = [b[b[:, 0] >= 0] for b in batch["box"]]
-            v2.update(maps, boxes)
-            v1.update(maps, boxes)
-            loc.update(logits, batch["label"], maps, boxes)
+            maps.append(cams_to_scoremaps(cams, (64, 64)))
+            boxes += [b[b[:, 0] >= 0] for b in batch["box"]]
+    logits, labels, maps = torch.cat(logits), torch.cat(labels), torch.cat(maps)
+    v2.update(maps, boxes)
+    v1.update(maps, boxes)
+    loc.update(logits, labels, maps, boxes)
     out, v1_out = loc.compute(), v1.compute()
+    tau = float(v1_out["best_threshold@50"])
+    at_best = LocalizationAccuracy(tau, 0.5, topk=(1,))
+    at_best.update(logits, labels, maps, boxes)
+    best = at_best.compute()
     return {
+        "val/acc": float((logits.argmax(1) == labels).double().mean() * 100),
         "val/max_box_acc_v2": float(v2.compute()["max_box_acc"]),
         "val/max_box_acc": float(v1_out["max_box_acc"]),
-        "val/max_box_acc_threshold": float(v1_out["best_threshold@50"]),
+        "val/max_box_acc_threshold": tau,
         "val/top1_loc": float(out["top1_loc"]),
         "val/gt_known_loc": float(out["gt_known_loc"]),
+        "val/top1_loc_at_best_tau": float(best["top1_loc"]),
+        "val/gt_known_loc_at_best_tau": float(best["gt_known_loc"]),
     }
 
 

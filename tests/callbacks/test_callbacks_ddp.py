@@ -36,10 +36,14 @@ def test_ddp_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     events = read_events(tmp_path / "tb" / "run")
     for method in METHODS:
-        assert [e.step for e in events.Images(f"cam/{method}")] == [0, 1, 2]  # rank 0 only, once
+        # rank 0 only, once: step 0, then the steps of the validation scalars
+        assert [e.step for e in events.Images(f"cam/{method}")] == [0, 1, 3]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     expected = offline_metrics(tmp_path / "ckpt" / "last.ckpt")
     for name, value in expected.items():
         # The two ranks' halves of the val split, summed by torchmetrics: the whole split.
         assert metrics[name] == pytest.approx(value, abs=1e-4), name
         assert [e.step for e in events.Scalars(name)] == [1, 3]
+    # One summary line per epoch, written by rank 0 alone.
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/2 step 1", "epoch 2/2 step 3"]

@@ -77,7 +77,7 @@ def test_val_split_matches_the_training_log(trained, tmp_path):
     assert cam["top1_loc"] == pytest.approx(logged["val/top1_loc"], abs=1e-4)
     assert cam["gt_known_loc"] == pytest.approx(logged["val/gt_known_loc"], abs=1e-4)
     assert cam["best_threshold_v1"] == pytest.approx(logged["val/max_box_acc_threshold"])
-    assert out["classification"]["top1_cls"] == pytest.approx(logged["val/acc"] * 100, abs=1e-3)
+    assert out["classification"]["top1_cls"] == pytest.approx(logged["val/acc"], abs=1e-3)
 
 
 def test_bad_checkpoint_path_gives_one_clear_error(tmp_path):

@@ -58,8 +58,9 @@ def test_ddp_multirun_matches_one_process(tmp_path):
         assert len(list((job / "tensorboard").glob("events.out.tfevents.*"))) == 1
         assert (job / "train_ddp_process_1.log").is_file()  # rank 1 ran for this job
         acc, _ = scalars(job, "val/loss")
-        for method in ("cam", "gradcam"):  # panels from rank 0 only, once per epoch
-            assert [e.step for e in acc.Images(f"cam/{method}")] == [0, 1, 2]
+        for method in ("cam", "gradcam"):  # panels from rank 0 only, once per epoch, at step 0
+            # and at the step of each epoch's validation scalars
+            assert [e.step for e in acc.Images(f"cam/{method}")] == [0, 1, 3]
 
         got, want = metrics(job)["metrics"], metrics(ref)["metrics"]
         assert metrics(job)["value"] == pytest.approx(metrics(ref)["value"], abs=1e-6)

@@ -25,9 +25,9 @@ def test_resnet18_learns_embedded_digits(tmp_path):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     best_val_acc = train(cfg)
-    # 2 epochs of 3,500 digits (110 optimizer steps) from scratch: measured 0.79 best val
-    # accuracy (seed 0); chance is 0.10.
-    assert best_val_acc > 0.6
+    # 2 epochs of 3,500 digits (110 optimizer steps) from scratch: measured 79% best val
+    # accuracy (seed 0; val/acc is in percent); chance is 10%.
+    assert best_val_acc > 60
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["value"] == pytest.approx(best_val_acc)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()

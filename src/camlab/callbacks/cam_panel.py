@@ -4,109 +4,191 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from camlab.callbacks.val_localization import THRESHOLD_KEY, gt_box_list
+from camlab.callbacks.val_localization import gt_box_list
 from camlab.cam import compute_cam, get_method
-from camlab.cam.overlay import COLORMAPS, denormalize, draw_boxes, grid, overlay
+from camlab.cam.overlay import COLORMAPS, colorize, denormalize, draw_boxes, grid, overlay
 from camlab.errors import CamlabError
-from camlab.metrics import boxes_at_threshold
+from camlab.metrics import MaxBoxAcc, boxes_at_threshold, cams_to_scoremaps
 
 TARGETS = ("predicted", "ground_truth")
-CAPTION_BG = 0
-MAX_SCAN = 5000  # most validation items read to find images of every class
-FIXED_THRESHOLD = 0.2  # the CAM paper's, for box_threshold="val" before any validation
+STYLES = ("side_by_side", "overlay", "contour")
+MAX_SCAN = 5000  # most validation items *read* to find images of every class (no label array)
+PADDING = 2  # make_grid's, between tiles and around the grid
+SEPARATOR = 2  # black columns between the two halves of a side-by-side tile
+# TensorBoard 2.x IMAGES tab: every card is 350 px wide and shows the image at that width
+# (scaled), its container scrolls beyond 1024 px of height. A grid laid out for that card is
+# shown whole and close to 1:1 (pixelated scaling of a wider grid blurs the digits).
+CARD_WIDTH = 350
+CARD_MAX_HEIGHT = 1024
+CONTOUR_LEVELS = (0.2, 0.4, 0.6, 0.8)
+WHITE, RED = (255, 255, 255), (255, 64, 64)
+CALIBRATION_BATCH = 64
 
 
-def select_indices(labels_of, length: int, num_images: int, num_classes: int) -> list[int]:
-    """Deterministic pick of ``num_images`` indices spread over the classes.
+def select_indices(
+    labels_of: Callable[[int], int],
+    length: int,
+    num_images: int,
+    num_classes: int,
+    max_scan: int | None = MAX_SCAN,
+) -> list[int]:
+    """Deterministic, class-stratified pick of ``num_images`` indices.
 
-    Scans the split in index order, keeping at most ``ceil(num_images / num_classes)`` images
-    of each class, until enough are kept (or ``MAX_SCAN`` items were read); tops up with the
-    first unused indices if some classes are rare. Returns the indices round-robin over classes
-    (first image of each class, then the second ones, ...).
+    Every class present is picked once before any is picked twice (tiles ordered class by
+    class: the first image of each class, then the second ones, ...). With more classes than
+    images, a fixed spread of classes (evenly spaced in sorted label order) gets one image
+    each. Within a class, the lowest indices win. Classes too rare to fill the quota are topped
+    up with the first unused indices.
 
     Args:
         labels_of: ``i -> int`` label of item ``i``.
         length: items in the split.
         num_images: how many to pick.
-        num_classes: classes.
+        num_classes: classes (stops the scan early once each has its quota).
+        max_scan: most items scanned (``None``: all; reading labels may load images).
+
+    Returns:
+        ``min(num_images, length)`` distinct indices.
     """
     n = min(num_images, length)
     quota = max(1, math.ceil(n / max(1, num_classes)))
     per_class: dict[int, list[int]] = {}
-    kept = 0
-    for i in range(min(length, MAX_SCAN)):
-        if kept == n:
-            break
-        label = int(labels_of(i))
-        chosen = per_class.setdefault(label, [])
+    full = 0
+    for i in range(length if max_scan is None else min(length, max_scan)):
+        chosen = per_class.setdefault(int(labels_of(i)), [])
         if len(chosen) < quota:
             chosen.append(i)
-            kept += 1
+            full += len(chosen) == quota
+            if full >= num_classes:
+                break
+    classes = sorted(per_class)
+    if len(classes) > n:
+        classes = [classes[j * len(classes) // n] for j in range(n)]
     order = [
-        idx
+        per_class[label][rank]
         for rank in range(quota)
-        for label in sorted(per_class)
+        for label in classes
         if rank < len(per_class[label])
-        for idx in [per_class[label][rank]]
-    ]
+    ][:n]
     used = set(order)
     order += [i for i in range(length) if i not in used][: n - len(order)]
     return order
 
 
-def _label_lookup(dataset) -> Any:
+def _label_lookup(dataset) -> tuple[Callable[[int], int], bool]:
+    """``(i -> label, cheap)``: a label array when the data set has one, else reading items."""
     for attr in ("labels", "targets"):
         values = getattr(dataset, attr, None)
         if values is not None and len(values) == len(dataset):
-            return lambda i, v=values: int(v[i])
-    return lambda i: int(torch.as_tensor(dataset[i]["label"]))
+            return (lambda i, v=values: int(v[i])), True
+    return (lambda i: int(torch.as_tensor(dataset[i]["label"]))), False
 
 
-def caption(tile: Tensor, lines: Sequence[str]) -> Tensor:
-    """Appends a black strip with ``lines`` of white text under a uint8 ``[3, H, W]`` tile; the
-    text scale fits the tile width, so no pixel of the image itself is covered. The strip's
-    height depends only on the number of lines (tiles of one panel stack)."""
-    width = tile.shape[-1]
+def text_strip(width: int, lines: Sequence[str], color: tuple[int, int, int] = WHITE) -> Tensor:
+    """Black uint8 strip ``[3, h, width]`` with ``lines`` of text, scaled down to fit ``width``;
+    ``h`` depends only on the number of lines, so captioned tiles of one panel stack."""
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
     (_, h), base = cv2.getTextSize("Ag", font, scale, 1)
     step = h + base + 2
     widest = max(cv2.getTextSize(t, font, scale, 1)[0][0] for t in lines)
     scale = max(0.2, min(scale, scale * (width - 4) / max(widest, 1)))
-    strip = np.full((step * len(lines) + 2, width, 3), CAPTION_BG, np.uint8)
-    white = (255, 255, 255)
+    strip = np.zeros((step * len(lines) + 2, width, 3), np.uint8)
     for k, text in enumerate(lines):
-        cv2.putText(strip, text, (2, k * step + h + 2), font, scale, white, 1, cv2.LINE_AA)
-    return torch.cat([tile.cpu(), torch.from_numpy(strip).permute(2, 0, 1)], dim=1)
+        cv2.putText(strip, text, (2, k * step + h + 2), font, scale, color, 1, cv2.LINE_AA)
+    return torch.from_numpy(strip).permute(2, 0, 1)
+
+
+def caption(tile: Tensor, lines: Sequence[str], color: tuple[int, int, int] = WHITE) -> Tensor:
+    """Appends a text strip under a uint8 ``[3, H, W]`` tile (no image pixel is covered)."""
+    return torch.cat([tile.cpu(), text_strip(tile.shape[-1], lines, color)], dim=1)
+
+
+def plan_grid(
+    n: int,
+    unit_w: int,
+    unit_h: int,
+    extra_h: int,
+    card_width: int | None = CARD_WIDTH,
+    ncols: int | None = None,
+    max_height: int = CARD_MAX_HEIGHT,
+) -> tuple[int, float]:
+    """Columns and tile scale of a grid of ``n`` tiles made to fit a TensorBoard card.
+
+    The scale (<= 1, tiles are never enlarged) is the largest at which the grid is at most
+    ``card_width`` wide and ``max_height`` tall; among the column counts reaching it, the
+    largest one up to ``ceil(sqrt(n))`` (a square-ish grid) is taken.
+
+    Args:
+        n: tiles.
+        unit_w, unit_h: one tile's image part at scale 1 (pixels).
+        extra_h: unscaled pixels per tile row (the caption) plus the header strip.
+        card_width: grid width limit; ``None``: no limit (scale 1, square-ish).
+        ncols: fixed column count (then only the width limit applies).
+        max_height: grid height limit.
+
+    Returns:
+        ``(ncols, scale)``.
+    """
+    square = max(1, math.ceil(math.sqrt(n)))
+    if card_width is None:
+        return ncols or square, 1.0
+
+    def scale(cols: int, height: bool = True) -> float:
+        rows = math.ceil(n / cols)
+        s_w = (card_width - PADDING * (cols + 1)) / (cols * unit_w)
+        s_h = (max_height - PADDING * (rows + 1) - rows * extra_h) / (rows * unit_h)
+        return max(1e-3, min(1.0, s_w, s_h if height else 1.0))
+
+    if ncols is not None:
+        return ncols, scale(ncols, height=False)
+    scores = {c: round(scale(c), 6) for c in range(1, n + 1)}
+    best = max(scores.values())
+    ties = [c for c, s in scores.items() if s == best]
+    small = [c for c in ties if c <= square]
+    return (max(small) if small else min(ties)), best
 
 
 class CAMPanel(Callback):
-    """Logs a grid of CAM overlays of fixed validation images to TensorBoard.
+    """Logs a grid of CAMs of fixed validation images to TensorBoard.
 
-    At the start of training (the untrained network, ``global_step=0``) and after every
-    ``every_n_epochs``-th validation epoch (``global_step=epoch + 1``), on global rank 0 only,
-    logs one image per method under ``cam/<method>``: each tile is the de-normalised image with
-    the CAM (upsampled to the image size, min-max normalised) blended in, the ground-truth boxes
-    in green, the box of the largest contour of the CAM above the box threshold in red, and a
-    caption with the predicted class, its probability and the true class.
+    On global rank 0 only, logs one image per method under ``cam/<method>``: at the start of a
+    fresh fit (the untrained network) and after every ``every_n_epochs``-th validation epoch.
+    Each image is logged at the step of the scalars Lightning logs at that moment (the
+    ``val/*`` scalars of the same validation, 0 before training), so image cards and charts
+    share one step axis. A fit resumed from a checkpoint logs no start panel: the restored
+    network was logged by the run that trained it, and a second step-0 image would be read as
+    the untrained one.
 
-    The default box threshold, ``"val"``, is the one at which MaxBoxAcc peaked on the whole
-    validation split in the same epoch (``val/max_box_acc_threshold``, logged by
-    ``ValLocalization``): the box a user would deploy. Panels are drawn in
-    ``on_validation_end``, after every callback's ``on_validation_epoch_end``, so it is this
-    epoch's value; before the first validation, or without ``ValLocalization``, it is 0.2.
+    A tile shows the de-normalised image and the CAM of ``target``'s class as a score map of the
+    wsolevaluation protocol (bicubic to the image size, min-max), as ``style``: ``side_by_side``
+    (the image alone | the CAM blended over it), ``overlay`` (blended only) or ``contour``
+    (iso-lines of the CAM at 0.2, 0.4, 0.6, 0.8 over the image). Green: ground-truth boxes;
+    red: the box of the largest contour of the score map above the method's threshold. The
+    caption gives the predicted class, its probability and the true class, in red when the
+    prediction is wrong; a header names the method and its red-box threshold.
 
-    The images are chosen once per run, deterministically and spread over the classes, from
+    ``box_threshold="val"`` (default): each method's own threshold, where its MaxBoxAcc (v1:
+    largest contour, IoU >= 50) peaks on the first ``calibration_images`` validation images,
+    with ground-truth-class maps as the protocol does, recomputed at every panel. With
+    ``calibration_images=None`` (the whole split) the ``cam`` panel's threshold equals
+    ``val/max_box_acc_threshold``. A number fixes the threshold for every method.
+
+    The grid is laid out for TensorBoard's 350 px image card (``card_width``): columns, and a
+    smaller tile size only if needed, chosen so the card shows it whole.
+
+    Images are chosen once per run, deterministically and stratified by class, from
     ``trainer.datamodule.dataset("val")``. The callback leaves training as it was: the model's
     train/eval flags, parameters' ``.grad``, the torch / numpy / Python RNG states and the
     training data loader are untouched, and nothing collective runs (other ranks go on).
@@ -119,11 +201,13 @@ class CAMPanel(Callback):
         every_n_epochs: log after every n-th epoch's validation (0 = only at the start).
         colormap: OpenCV colour map name.
         alpha: CAM weight in the blend.
-        box_threshold: CAM threshold (fraction of its max) of the red box, or ``"val"``.
-        nrow: tiles per grid row (default: about the square root of ``num_images``).
+        style: ``"side_by_side"``, ``"overlay"`` or ``"contour"``.
+        box_threshold: ``"val"`` or a CAM threshold in [0, 1) for the red box.
+        calibration_images: validation images that calibrate ``"val"`` (``None``: all).
+        card_width: grid width limit in pixels (``None``: tiles at full size, square grid).
+        nrow: tiles per grid row (default: chosen with ``card_width``).
         target_layer: layer every method explains (``None`` = the CAM layer); a shallower one,
-            e.g. ``"net.features.backbone.layer1"`` with ``layercam``, gives sharper maps
-            (the ``"val"`` box threshold stays the one of the CAM layer's maps).
+            e.g. ``"net.features.backbone.layer1"`` with ``layercam``, gives sharper maps.
     """
 
     def __init__(
@@ -134,7 +218,10 @@ class CAMPanel(Callback):
         every_n_epochs: int = 1,
         colormap: str = "jet",
         alpha: float = 0.5,
+        style: str = "side_by_side",
         box_threshold: float | str = "val",
+        calibration_images: int | None = 128,
+        card_width: int | None = CARD_WIDTH,
         nrow: int | None = None,
         target_layer: str | None = None,
     ) -> None:
@@ -145,6 +232,8 @@ class CAMPanel(Callback):
             get_method(method)  # unknown names fail now, not after an epoch
         if target not in TARGETS:
             raise CamlabError(f"target must be one of {TARGETS}; got '{target}'.")
+        if style not in STYLES:
+            raise CamlabError(f"style must be one of {STYLES}; got '{style}'.")
         if colormap.lower() not in COLORMAPS:
             raise CamlabError(
                 f"Unknown colour map '{colormap}'. Valid choices: {', '.join(sorted(COLORMAPS))}."
@@ -157,32 +246,41 @@ class CAMPanel(Callback):
             )
         if num_images < 1 or every_n_epochs < 0:
             raise CamlabError("num_images must be >= 1 and every_n_epochs >= 0.")
+        if calibration_images is not None and calibration_images < 1:
+            raise CamlabError("calibration_images must be >= 1, or null for the whole split.")
         self.methods = tuple(methods)
         self.num_images = num_images
         self.target = target
         self.every_n_epochs = every_n_epochs
         self.colormap = colormap
         self.alpha = alpha
+        self.style = style
         self.box_threshold = box_threshold
+        self.calibration_images = calibration_images
+        self.card_width = card_width
         self.nrow = nrow
         self.target_layer = target_layer
         self.indices: list[int] | None = None
+        self.thresholds: dict[str, float] = {}  # each method's red-box threshold, last panel
         self._batch: dict[str, Any] | None = None
+        self._calibration: dict[str, Any] | None = None
         self._logged_steps: set[int] = set()
 
     # -- hooks ---------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self._log_panels(trainer, pl_module, step=0)
+        if not trainer.is_global_zero:
+            return
+        if trainer.global_step > 0 or getattr(trainer, "ckpt_path", None):
+            return  # resumed: the restored network is not the untrained one (see docstring)
+        self._log_panels(trainer, pl_module, step=0)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.every_n_epochs == 0:
             return
         if trainer.state.fn != "fit":
             return
-        epoch = trainer.current_epoch
-        if (epoch + 1) % self.every_n_epochs == 0:
-            self._log_panels(trainer, pl_module, step=epoch + 1)
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._log_panels(trainer, pl_module, step=logger_step(trainer))
 
     # -- work ----------------------------------------------------------------------------------
     def _image_writers(self, trainer: pl.Trainer) -> list[Any]:
@@ -204,30 +302,26 @@ class CAMPanel(Callback):
         num_classes = len(getattr(dm, "class_names", None) or []) or int(
             getattr(pl_module.hparams, "num_classes", 0) or 1
         )
+        labels_of, cheap = _label_lookup(dataset)
         self.indices = select_indices(
-            _label_lookup(dataset), len(dataset), self.num_images, num_classes
+            labels_of, len(dataset), self.num_images, num_classes, None if cheap else MAX_SCAN
         )
-        items = [dataset[i] for i in self.indices]
         mean = getattr(dm, "mean", None) or pl_module.hparams.get("mean")
         std = getattr(dm, "std", None) or pl_module.hparams.get("std")
         names = getattr(dm, "class_names", None) or pl_module.hparams.get("class_names")
-        width = max(len(torch.as_tensor(it["box"]).reshape(-1, 4)) for it in items)
-        boxes = torch.full((len(items), width, 4), -1, dtype=torch.long)
-        for k, it in enumerate(items):
-            b = torch.as_tensor(it["box"]).reshape(-1, 4)
-            boxes[k, : len(b)] = b
         self._batch = {
-            "image": torch.stack([torch.as_tensor(it["image"]) for it in items]).float(),
-            "label": torch.tensor([int(torch.as_tensor(it["label"])) for it in items]),
-            "boxes": gt_box_list(boxes),
+            **_stack([dataset[i] for i in self.indices]),
             "mean": tuple(mean) if mean is not None else (0.0,),
             "std": tuple(std) if std is not None else (1.0,),
             "names": list(names) if names is not None else None,
         }
+        if self.box_threshold == "val":
+            count = len(dataset) if self.calibration_images is None else self.calibration_images
+            self._calibration = _stack([dataset[i] for i in range(min(count, len(dataset)))])
         return True
 
     def _log_panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        if step in self._logged_steps:  # several validations in one epoch: log once
+        if step in self._logged_steps:  # several validations at one step: log once
             return
         writers = self._image_writers(trainer)
         if not writers:
@@ -239,7 +333,7 @@ class CAMPanel(Callback):
             with torch.random.fork_rng(devices=cuda):
                 if not self._load(trainer, pl_module):
                     return
-                panels = self.render(pl_module, self.threshold(trainer))
+                panels = self.render(pl_module)
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
@@ -248,20 +342,41 @@ class CAMPanel(Callback):
                 writer.add_image(tag, image, global_step=step, dataformats="CHW")
         self._logged_steps.add(step)
 
-    def threshold(self, trainer: pl.Trainer) -> float:
-        """The red box's CAM threshold now (see the class docstring)."""
-        if self.box_threshold != "val":
-            return float(self.box_threshold)
-        value = trainer.callback_metrics.get(THRESHOLD_KEY)
-        return FIXED_THRESHOLD if value is None else float(value)
+    def _scoremaps(self, pl_module: pl.LightningModule, images: Tensor, method: str, targets):
+        """Protocol score maps ``[B, H, W]`` (float64, CPU, in [0, 1]) of ``method``."""
+        cams = compute_cam(
+            pl_module, images, method, targets=targets, target_layer=self.target_layer
+        ).detach()
+        return cams_to_scoremaps(cams.float(), tuple(images.shape[-2:]))
 
-    def render(self, pl_module: pl.LightningModule, box_threshold: float) -> dict[str, Tensor]:
-        """``{"cam/<method>": uint8 grid [3, H', W']}`` of the selected images (after loading)."""
+    def calibrate(self, pl_module: pl.LightningModule, method: str) -> float:
+        """``method``'s CAM threshold where MaxBoxAcc v1 peaks on the calibration images."""
+        assert self._calibration is not None
+        cal = self._calibration
+        metric = MaxBoxAcc(0.01, (50,), multi_contour=False)
+        for start in range(0, len(cal["image"]), CALIBRATION_BATCH):
+            part = slice(start, start + CALIBRATION_BATCH)
+            images = cal["image"][part].to(pl_module.device)
+            labels = cal["label"][part].to(pl_module.device)
+            metric.update(self._scoremaps(pl_module, images, method, labels), cal["boxes"][part])
+        return float(metric.compute()["best_threshold@50"])
+
+    def threshold(self, pl_module: pl.LightningModule, method: str) -> tuple[float, str]:
+        """``(threshold, how it was chosen)`` of ``method``'s red box (after loading)."""
+        if self.box_threshold != "val":
+            return float(self.box_threshold), "fixed"
+        assert self._calibration is not None
+        n = len(self._calibration["image"])
+        return self.calibrate(pl_module, method), f"best MaxBoxAcc, {n} val images"
+
+    def render(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
+        """``{"cam/<method>": uint8 grid [3, H', W']}`` of the selected images (after loading);
+        sets ``self.thresholds``."""
         assert self._batch is not None
         batch = self._batch
         images = batch["image"].to(pl_module.device)
         labels = batch["label"].to(pl_module.device)
-        size = tuple(images.shape[-2:])
+        height, width = images.shape[-2:]
         probs = self._probabilities(pl_module, images)
         conf, pred = probs.max(dim=1)
         targets = pred if self.target == "predicted" else labels
@@ -270,30 +385,52 @@ class CAMPanel(Callback):
         def name(k: int) -> str:
             return names[k] if names is not None and k < len(names) else str(k)
 
-        lines = [
-            [f"pred {name(int(p))} {float(c):.2f}", f"true {name(int(t))}"]
+        captions = [
+            ([f"pred {name(p)} {c:.2f}", f"true {name(t)}"], WHITE if p == t else RED)
             for p, c, t in zip(pred.tolist(), conf.tolist(), labels.tolist(), strict=True)
         ]
-        base = denormalize(images, batch["mean"], batch["std"])
-        nrow = self.nrow or max(1, math.ceil(math.sqrt(len(images))))
+        caption_h = text_strip(8, ["a", "b"]).shape[1]
+        header_h = text_strip(8, ["a"]).shape[1]
+        halves = 2 if self.style == "side_by_side" else 1
+        unit_w = halves * width + (halves - 1) * SEPARATOR
+        ncols, scale = plan_grid(
+            len(images), unit_w, height, caption_h, self.card_width, self.nrow,
+            CARD_MAX_HEIGHT - header_h,
+        )  # fmt: skip
+        size = (max(1, int(height * scale)), max(1, int(width * scale)))
+        base = denormalize(images, batch["mean"], batch["std"]).cpu()
+        base = _resize(base, size)
         panels = {}
+        self.thresholds = {}
         for method in self.methods:
-            maps = compute_cam(
-                pl_module, images, method, targets=targets, target_layer=self.target_layer,
-                output_size=size, normalize=True,
-            ).detach()  # fmt: skip
-            tiles = overlay(base, maps, self.alpha, self.colormap).cpu()
+            tau, how = self.threshold(pl_module, method)
+            self.thresholds[method] = tau
+            maps = self._scoremaps(pl_module, images, method, targets)
+            shown = _resize(maps[:, None].float(), size)[:, 0].clamp(0, 1)
             out = []
-            for k, tile in enumerate(tiles):
-                pred_box = boxes_at_threshold(
-                    maps[k].cpu().double().numpy(), box_threshold, multi_contour=False
-                )
-                pred_box = torch.from_numpy(pred_box) if pred_box.any() else None
-                tile = draw_boxes(tile, None, pred_box)
-                tile = draw_boxes(tile, batch["boxes"][k], None)  # GT on top, never hidden
-                out.append(caption(tile, lines[k]))
-            panels[f"cam/{method}"] = grid(torch.stack(out), nrow=nrow)
+            for k in range(len(images)):
+                box = boxes_at_threshold(maps[k].numpy(), tau, multi_contour=False)
+                pred_box = _scale_boxes(torch.from_numpy(box), scale) if box.any() else None
+                gt_box = _scale_boxes(batch["boxes"][k], scale)
+                tile = self._tile(base[k], shown[k], gt_box, pred_box)
+                out.append(caption(tile, *captions[k]))
+            panel = grid(torch.stack(out), nrow=ncols, padding=PADDING)
+            head = text_strip(panel.shape[-1], [f"{method}: red box at {tau:.2f} ({how})"])
+            panels[f"cam/{method}"] = torch.cat([head, panel], dim=1)
         return panels
+
+    def _tile(self, image: Tensor, shown: Tensor, gt: Tensor, pred: Tensor | None) -> Tensor:
+        """One tile's picture ``[3, h, w']`` in ``self.style``; boxes: pred red, GT green on top."""
+        if self.style == "contour":
+            picture = _contours(image, shown, self.colormap)
+        else:
+            picture = overlay(image[None], shown[None], self.alpha, self.colormap)[0].cpu()
+        picture = draw_boxes(draw_boxes(picture, None, pred), gt, None)
+        if self.style != "side_by_side":
+            return picture
+        # The image alone on the left: the digit stays readable under the hot spot.
+        gap = torch.zeros(3, image.shape[1], SEPARATOR, dtype=torch.uint8)
+        return torch.cat([image, gap, picture], dim=2)
 
     @staticmethod
     def _probabilities(pl_module: pl.LightningModule, images: Tensor) -> Tensor:
@@ -306,3 +443,54 @@ class CAMPanel(Callback):
             for module, mode in modes.items():
                 module.train(mode)
         return logits.float().softmax(dim=1)
+
+
+def logger_step(trainer: pl.Trainer) -> int:
+    """The step Lightning's loggers write scalars at now (its ``_batches_that_stepped``; at an
+    epoch's end, the ``val/*`` and epoch scalars' step), falling back to ``global_step``."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(trainer.global_step if step is None else step)
+
+
+def _stack(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Data set items -> ``image`` [N, C, H, W], ``label`` [N], ``boxes`` (N tensors [K_i, 4])."""
+    width = max(len(torch.as_tensor(it["box"]).reshape(-1, 4)) for it in items)
+    boxes = torch.full((len(items), width, 4), -1, dtype=torch.long)
+    for k, it in enumerate(items):
+        b = torch.as_tensor(it["box"]).reshape(-1, 4)
+        boxes[k, : len(b)] = b
+    return {
+        "image": torch.stack([torch.as_tensor(it["image"]) for it in items]).float(),
+        "label": torch.tensor([int(torch.as_tensor(it["label"])) for it in items]),
+        "boxes": gt_box_list(boxes),
+    }
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``[B, C, H, W]`` (uint8 or float) -> ``size``, antialiased; unchanged at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else out
+
+
+def _scale_boxes(boxes: Tensor, scale: float) -> Tensor:
+    """Pixel boxes ``[K, 4]`` (inclusive ends) at the tiles' display scale."""
+    if scale == 1.0:
+        return boxes
+    return (boxes.double() * scale).floor().long()
+
+
+def _contours(image: Tensor, maps: Tensor, colormap: str) -> Tensor:
+    """Iso-lines of a map in [0, 1] ``[h, w]`` at ``CONTOUR_LEVELS``, each in the colour map's
+    colour of its level, on a uint8 image ``[3, h, w]``; the image is not dimmed."""
+    canvas = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    levels = torch.tensor(CONTOUR_LEVELS)[:, None, None]
+    colors = colorize(levels, colormap)[:, :, 0, 0].tolist()  # [L, 3] RGB
+    values = maps.numpy()
+    for level, color in zip(CONTOUR_LEVELS, colors, strict=True):
+        mask = (values >= level).astype(np.uint8)
+        found, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(canvas, found, -1, tuple(int(c) for c in color), 1, cv2.LINE_AA)
+    return torch.from_numpy(canvas).permute(2, 0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -12,9 +13,12 @@ from torch import Tensor
 
 from camlab.cam import cam_from_features, unwrap_model
 from camlab.errors import CamlabError
-from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, PxAP, cams_to_scoremaps
+from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, PxAP, cams_to_scoremaps, max_iou_curve
+from camlab.metrics.validation import check_boxes, check_scoremaps
 
 THRESHOLD_KEY = "val/max_box_acc_threshold"
+# Top-1 / GT-known Loc again at THRESHOLD_KEY: at the fixed 0.2 they are flat 0 on small CAMs.
+AT_BEST = "_at_best_tau"
 
 
 def gt_box_list(boxes: Tensor) -> list[Tensor]:
@@ -37,6 +41,57 @@ def gap_weight(pl_module: torch.nn.Module) -> Tensor:
     return head.weight
 
 
+class MaxBoxAccTop1(MaxBoxAcc):
+    """MaxBoxAcc v1 (largest contour, IoU >= 50) that also counts, per threshold, the hits of
+    correctly classified images, so Top-1 Loc is known at the threshold where v1 peaks.
+
+    At that threshold GT-known Loc is the v1 accuracy itself (the same box and IoU test);
+    Top-1 Loc needs the extra ``[1, T]`` count, summed over DDP ranks like the others. Each
+    image's IoU curve is computed once for both counts.
+
+    Args:
+        cam_curve_interval: threshold grid step.
+    """
+
+    def __init__(self, cam_curve_interval: float = 0.01, **kwargs) -> None:
+        super().__init__(cam_curve_interval, (50,), multi_contour=False, **kwargs)
+        self.add_state("num_top1", torch.zeros_like(self.num_correct), dist_reduce_fx="sum")
+
+    def update(  # type: ignore[override]
+        self, scoremaps: Tensor, gt_boxes: list[Tensor], correct: Tensor | None = None
+    ) -> None:
+        """Accumulate a batch.
+
+        Args:
+            scoremaps: float [N, H, W] in [0, 1].
+            gt_boxes: N integer tensors [K_i, 4] (x0, y0, x1, y1), inclusive.
+            correct: bool [N], top-1 prediction == label (None: all wrong).
+        """
+        check_scoremaps(scoremaps)
+        check_boxes(gt_boxes, len(scoremaps))
+        flags = np.zeros(len(scoremaps), bool) if correct is None else correct.cpu().numpy()
+        hits = np.zeros(self.num_correct.shape, np.int64)
+        top1 = np.zeros_like(hits)
+        maps = scoremaps.detach().cpu().numpy()
+        for scoremap, boxes, ok in zip(maps, gt_boxes, flags, strict=True):
+            gt = torch.as_tensor(boxes).cpu().numpy().astype(np.int64)
+            hit = max_iou_curve(scoremap, gt, self._taus, False) >= 0.5
+            hits[0] += hit
+            top1[0] += hit & bool(ok)
+        self.num_correct += torch.from_numpy(hits).to(self.num_correct.device)
+        self.num_top1 += torch.from_numpy(top1).to(self.num_top1.device)
+        self.num_images += len(scoremaps)
+
+    def compute(self) -> dict[str, Tensor]:
+        """MaxBoxAcc's dict plus ``top1_loc_at_best`` and ``gt_known_loc_at_best`` (percent)."""
+        out = super().compute()
+        best = int(out["curve"][0].argmax())
+        n = float(self.num_images)
+        out["top1_loc_at_best"] = torch.tensor(float(self.num_top1[0, best]) * 100.0 / n)
+        out["gt_known_loc_at_best"] = torch.tensor(float(self.num_correct[0, best]) * 100.0 / n)
+        return out
+
+
 class ValLocalization(Callback):
     """MaxBoxAccV2, MaxBoxAcc (v1), Top-1 Loc and GT-known Loc on the validation split.
 
@@ -45,9 +100,11 @@ class ValLocalization(Callback):
     (bicubic, float64) and min-max normalised, the batch's boxes being in that pixel frame. The
     metrics are torchmetrics states, summed over DDP ranks at ``compute``; every rank computes.
 
-    Logs ``val/max_box_acc_v2``, ``val/max_box_acc``, ``val/top1_loc`` and ``val/gt_known_loc``
-    (percent), and ``val/max_box_acc_threshold`` (the CAM threshold at which MaxBoxAcc v1 peaks)
-    at the end of every validation epoch, before ``ModelCheckpoint`` reads them, so
+    Logs at the end of every validation epoch ``val/max_box_acc_v2``, ``val/max_box_acc``,
+    ``val/top1_loc`` and ``val/gt_known_loc`` (percent, at the fixed ``cam_threshold``),
+    ``val/max_box_acc_threshold`` (the CAM threshold at which MaxBoxAcc v1 peaks) and
+    ``val/top1_loc_at_best_tau`` / ``val/gt_known_loc_at_best_tau`` (percent, at that
+    threshold), before ``ModelCheckpoint`` reads them, so
     ``ModelCheckpoint(monitor="val/max_box_acc_v2")`` works; data with masks add ``val/pxap``,
     and data without boxes (OpenImages) log PxAP only.
 
@@ -65,7 +122,7 @@ class ValLocalization(Callback):
     ) -> None:
         super().__init__()
         self.box_acc_v2 = MaxBoxAcc(cam_curve_interval, tuple(iou_thresholds), multi_contour=True)
-        self.box_acc_v1 = MaxBoxAcc(cam_curve_interval, (50,), multi_contour=False)
+        self.box_acc_v1 = MaxBoxAccTop1(cam_curve_interval)
         self.loc_acc = LocalizationAccuracy(cam_threshold, 0.5, topk=(1,))
         self.pxap = PxAP(cam_curve_interval)
         self.boxes, self.masks = True, False
@@ -114,8 +171,9 @@ class ValLocalization(Callback):
             return
         boxes = gt_box_list(batch["box"])
         self.box_acc_v2.update(scoremaps, boxes)
-        self.box_acc_v1.update(scoremaps, boxes)
-        self.loc_acc.update(outputs["logits"].detach().cpu(), labels.cpu(), scoremaps, boxes)
+        logits = outputs["logits"].detach().cpu()
+        self.box_acc_v1.update(scoremaps, boxes, logits.argmax(dim=1) == labels.cpu())
+        self.loc_acc.update(logits, labels.cpu(), scoremaps, boxes)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -131,6 +189,8 @@ class ValLocalization(Callback):
             values[THRESHOLD_KEY] = v1["best_threshold@50"]
             values["val/top1_loc"] = loc["top1_loc"]
             values["val/gt_known_loc"] = loc["gt_known_loc"]
+            values[f"val/top1_loc{AT_BEST}"] = v1["top1_loc_at_best"]
+            values[f"val/gt_known_loc{AT_BEST}"] = v1["gt_known_loc_at_best"]
         if self.masks:
             values["val/pxap"] = self.pxap.compute()["pxap"]
         for name, value in values.items():

@@ -14,6 +14,14 @@ from camlab.checkpoint_io import read_checkpoint
 from camlab.models.backbones import build_gapnet, check_input_size
 
 
+class PercentAccuracy(MulticlassAccuracy):
+    """Top-1 accuracy in percent: the unit of every localization metric (WSOL papers report
+    both in percent), so ``val/acc`` and ``val/top1_loc`` read on one scale."""
+
+    def compute(self) -> Tensor:
+        return super().compute() * 100.0
+
+
 class GAPClassifier(pl.LightningModule):
     """Fine-tunes a GAP classifier; the network is built here from the backbone *name*, so
     ``GAPClassifier.load_from_checkpoint(path)`` needs nothing else.
@@ -60,9 +68,9 @@ class GAPClassifier(pl.LightningModule):
         self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # One metric object per stage: their states must not mix.
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_acc = PercentAccuracy(num_classes, average="micro")
+        self.val_acc = PercentAccuracy(num_classes, average="micro")
+        self.test_acc = PercentAccuracy(num_classes, average="micro")
         # Sum and count synced across ranks: exact under DDP even when ranks hold unequal shares.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
