@@ -353,7 +353,8 @@ class CAMPanel(Callback):
         """``method``'s CAM threshold where MaxBoxAcc v1 peaks on the calibration images."""
         assert self._calibration is not None
         cal = self._calibration
-        metric = MaxBoxAcc(0.01, (50,), multi_contour=False)
+        # Rank 0 alone runs this: a torchmetrics compute() would all-gather and hang DDP.
+        metric = MaxBoxAcc(0.01, (50,), multi_contour=False, sync_on_compute=False)
         for start in range(0, len(cal["image"]), CALIBRATION_BATCH):
             part = slice(start, start + CALIBRATION_BATCH)
             images = cal["image"][part].to(pl_module.device)
