@@ -68,9 +68,13 @@ def train(cfg: DictConfig) -> float | None:
     check_trainer_config(cfg.trainer)
 
     datamodule = build(cfg.data, "data")
+    # The `method` group (configs/method/): its name and plain-valued hyper-parameters.
+    method = OmegaConf.to_container(cfg.method, resolve=True) if cfg.get("method") else {}
     model = build(
         cfg.model,
         "model",
+        method=method.pop("name", "cam"),
+        method_params=method,
         num_classes=datamodule.num_classes,
         in_channels=datamodule.in_channels,
         mean=list(datamodule.mean),

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from camlab.checkpoint_io import read_checkpoint
+from camlab.methods import build_method
 from camlab.models.backbones import build_gapnet, check_input_size
 
 
@@ -41,6 +42,12 @@ class GAPClassifier(pl.LightningModule):
         init_from_checkpoint: the weights will come from a checkpoint (set in every saved one,
             and by ``train.py`` when resuming): build without fetching ImageNet weights, while
             ``pretrained`` keeps meaning "an ImageNet backbone" (its ``backbone_lr_mult``).
+        method: WSOL training method (``camlab.methods.METHODS``; ``cam`` = plain training).
+            It changes training steps only: validation, test and CAMs use the plain network.
+        method_params: the method's hyper-parameters (plain values, configs/method/<name>).
+        head_layers: backbone layers (names under ``net.features.backbone``) that learn at the
+            head's rate, not ``backbone_lr_mult`` times it: the reference trains ResNet50's
+            ``layer4`` with its new classifier.
     """
 
     def __init__(
@@ -59,6 +66,9 @@ class GAPClassifier(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         image_size: int | None = None,
         init_from_checkpoint: bool = False,
+        method: str = "cam",
+        method_params: dict[str, Any] | None = None,
+        head_layers: Sequence[str] = (),
     ) -> None:
         super().__init__()
         check_input_size(backbone, image_size)
@@ -66,6 +76,9 @@ class GAPClassifier(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         fetch = pretrained and not init_from_checkpoint
         self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
+        # Rebuilt from plain values when a checkpoint is loaded (its layers are in the state dict).
+        self.wsol_method = build_method(method, self.net, backbone, num_classes,
+                                        **(method_params or {}))  # fmt: skip
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # One metric object per stage: their states must not mix.
         self.train_acc = PercentAccuracy(num_classes, average="micro")
@@ -85,9 +98,17 @@ class GAPClassifier(pl.LightningModule):
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
         return self.net(x)
 
+    def _criterion(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+
     def _step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        logits, feats = self.net.forward_with_features(batch["image"])
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+        if stage == "train":  # the WSOL method's forward and loss (plain CE for `cam`)
+            loss, logits, feats = self.wsol_method.training_loss(
+                self.net, batch["image"], batch["label"], self._criterion
+            )
+        else:
+            logits, feats = self.net.forward_with_features(batch["image"])
+            loss = self._criterion(logits, batch["label"])
         acc = getattr(self, f"{stage}_acc")
         acc(logits, batch["label"])
         if stage == "train":
@@ -128,7 +149,9 @@ class GAPClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("GAPClassifier was built without an optimizer; pass `optimizer=`.")
-        backbone = list(self.net.features.backbone.parameters())
+        fast = tuple(f"{name}." for name in self.hparams.get("head_layers") or ())
+        backbone = [p for n, p in self.net.features.backbone.named_parameters()
+                    if not n.startswith(fast)]  # fmt: skip
         ids = {id(p) for p in backbone}
         head = [p for p in self.parameters() if id(p) not in ids]
         groups = [{"params": head, "name": "head"}, {"params": backbone, "name": "backbone"}]
