@@ -1032,14 +1032,14 @@ class FaithfulnessMetrics(nn.Module):
         masks: Tensor | None = None,
     ) -> None:
         """All four on one batch; the pointing game only with boxes or masks."""
+        if self.pointing is not None and boxes is None and masks is None:
+            raise ValueError("the pointing game needs boxes or masks (or pointing=False)")
         saliency = _as_maps(saliency, images)
         targets = targets.to(images.device)
         self.confidence.update(model, images, saliency, targets, logits)
         self.deletion.update(model, images, saliency, targets, logits)
         self.road.update(model, images, saliency, targets, logits)
         if self.pointing is not None:
-            if boxes is None and masks is None:
-                raise ValueError("the pointing game needs boxes or masks (or pointing=False)")
             self.pointing.update(saliency, targets, boxes, masks)
 
     def compute(self) -> dict[str, float | list[float]]:
