@@ -12,9 +12,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import write_png
 
-from camlab.cam import get_method
 from camlab.errors import CamlabError, report_error
 from camlab.evaluation import report
+from camlab.evaluation.baselines import build_baselines, check_method, fullsup_device
 from camlab.evaluation.examples import example_grid, pick_examples
 from camlab.evaluation.module import CamEvaluation
 from camlab.instantiate import build
@@ -100,8 +100,13 @@ def evaluate(cfg: DictConfig) -> dict:
 
     wanted = scorable_metrics(datamodule, cfg.split, cfg.metrics)
     for method in cfg.cam.methods:
-        get_method(method)  # an unknown name fails now, listing the valid ones
+        check_method(method)  # an unknown name fails now, listing the valid ones
     classifier = load_classifier(cfg.ckpt_path, datamodule)
+    # center / fullsup rows (fullsup trains on baselines.fullsup.train_split here).
+    baselines, baseline_info = build_baselines(
+        cfg.cam.methods, cfg.baselines, classifier, datamodule, cfg.split, cfg.seed,
+        fullsup_device(cfg.trainer),
+    )  # fmt: skip
     evaluation = CamEvaluation(
         classifier,
         datamodule,
@@ -112,6 +117,7 @@ def evaluate(cfg: DictConfig) -> dict:
         topk=cfg.cam.topk,
         boxes="boxes" in wanted,
         masks="pxap" in wanted,
+        baselines=baselines,
     )
     trainer = build(cfg.trainer, "trainer", logger=False)
 
@@ -144,6 +150,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "classification": results["classification"],
         "methods": metrics,
     }
+    if baseline_info:
+        summary["baselines"] = baseline_info
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
 
@@ -156,8 +164,9 @@ def evaluate(cfg: DictConfig) -> dict:
             indices = pick_examples(rows, method, cfg.num_examples)
             tau = float(out["v2"]["thresholds"][dataset_tau[method]])
             tiles = example_grid(
-                classifier, datamodule, cfg.split, method, indices, tau, cfg.num_examples
-            )
+                classifier, datamodule, cfg.split, method, indices, tau, cfg.num_examples,
+                raw_maps=evaluation.raw_maps,
+            )  # fmt: skip
             write_png(tiles, str(out_dir / f"examples_{method}.png"))
         dataset = datamodule.dataset(cfg.split)  # WSOL data sets name images by relative path
         ids = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,13 @@ def example_grid(
     indices: Sequence[int],
     threshold: float,
     nrow: int,
+    raw_maps: Callable[[str, Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Overlay tiles of ``indices``: GT boxes green, the best-matching box of the CAM
     thresholded at ``threshold`` red, ``true -> predicted (probability) IoU`` on each tile.
+
+    ``raw_maps(method, images, labels) -> [B, h, w]`` replaces ``compute_cam`` (baselines:
+    ``CamEvaluation.raw_maps``).
 
     Returns:
         uint8 ``[3, H', W']`` grid.
@@ -45,7 +49,10 @@ def example_grid(
     device = next(classifier.parameters()).device
     images, labels = batch["image"].to(device), batch["label"].to(device)
     probs = classifier(images).float().softmax(1).cpu()
-    cams = compute_cam(classifier, images, method, targets=labels)
+    if raw_maps is None:
+        cams = compute_cam(classifier, images, method, targets=labels)
+    else:
+        cams = raw_maps(method, images, labels)
     maps = cams_to_scoremaps(cams, tuple(images.shape[-2:]))
     gt = gt_box_list(batch["box"])
     pred, texts = [], []

@@ -57,6 +57,9 @@ class CamEvaluation(pl.LightningModule):
         cam_threshold: the fixed threshold of Top-k / GT-known Loc.
         topk: the k of Top-k Loc and classification.
         boxes / masks: whether to compute the box metrics / PxAP.
+        baselines: score-map modules for the entries of ``methods`` that are not CAM methods
+            (``camlab.evaluation.baselines``): ``module(images, labels) -> [B, h, w]`` raw maps,
+            scored exactly as CAMs.
     """
 
     def __init__(
@@ -70,9 +73,11 @@ class CamEvaluation(pl.LightningModule):
         topk: Sequence[int],
         boxes: bool,
         masks: bool,
+        baselines: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.classifier = classifier.eval()
+        self.baselines = nn.ModuleDict(baselines or {})  # moved to the device with the rest
         self.datamodule_ = datamodule
         self.methods = list(methods)
         self.taus = cam_thresholds(cam_curve_interval)
@@ -115,6 +120,17 @@ class CamEvaluation(pl.LightningModule):
             if isinstance(metric, Metric):
                 metric.reset()
         self.rows = []
+        # Each DDP process trained its own fullsup copy: score rank 0's everywhere, so N
+        # processes give what one gives.
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for tensor in [*self.baselines.parameters(), *self.baselines.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+
+    def raw_maps(self, method: str, images: Tensor, labels: Tensor) -> Tensor:
+        """``[B, h, w]`` maps of the ``labels`` class by ``method`` (a CAM method or a baseline)."""
+        if method in self.baselines:
+            return self.baselines[method](images, labels)
+        return compute_cam(self.classifier, images, method, targets=labels)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = batch["image"], batch["label"]
@@ -135,8 +151,7 @@ class CamEvaluation(pl.LightningModule):
             )
         ]
         for method, metrics in zip(self.methods, self.scores, strict=True):
-            cams = compute_cam(self.classifier, images, method, targets=labels)
-            maps = cams_to_scoremaps(cams, size)
+            maps = cams_to_scoremaps(self.raw_maps(method, images, labels), size)
             if self.masks:
                 mask = batch["mask"].cpu()
                 metrics.pxap.update(maps, mask == 1, ignore=mask == 255)
