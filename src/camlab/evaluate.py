@@ -23,6 +23,7 @@ from camlab.models.module import GAPClassifier
 log = logging.getLogger(__name__)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
 TABLE = ["max_box_acc_v2", "max_box_acc", "pxap", "top1_loc", "top5_loc", "gt_known_loc"]
+TABLE += ["average_drop", "deletion_auc", "insertion_auc", "road", "pointing_game"]
 
 
 def data_config(cfg: DictConfig, ckpt_path: str) -> DictConfig:
@@ -60,19 +61,21 @@ def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
 
 
 def scorable_metrics(datamodule, split: str, requested) -> set[str]:
-    """``requested`` (``boxes``, ``pxap``), or everything the split has labels for when None."""
+    """``requested`` (``boxes``, ``pxap``, ``faithfulness``), or, when None, the box metrics
+    and PxAP the split has labels for (faithfulness is opt-in: many more forward passes)."""
     first = datamodule.dataset(split)[0]
     has = {
         "boxes": bool((torch.as_tensor(first["box"]).reshape(-1, 4)[:, 0] >= 0).any()),
         "pxap": "mask" in first,
+        "faithfulness": True,  # class labels suffice (the pointing game uses boxes or masks)
     }
-    wanted = (
-        {name for name, present in has.items() if present} if requested is None else set(requested)
-    )
+    default = {name for name, present in has.items() if present and name != "faithfulness"}
+    wanted = default if requested is None else set(requested)
     if not wanted or not wanted <= set(has):
         raise CamlabError(
             f"metrics={None if requested is None else list(requested)}: nothing to score. Valid "
-            f"entries: boxes (MaxBoxAcc, Loc), pxap (needs masks); the {split} split has "
+            "entries: boxes (MaxBoxAcc, Loc), pxap (needs masks), faithfulness (Average Drop, "
+            f"deletion / insertion, ROAD, pointing game); the {split} split has "
             f"{', '.join(n for n, p in has.items() if p) or 'neither boxes nor masks'}."
         )
     for name in wanted:
@@ -122,6 +125,8 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = build(cfg.trainer, "trainer", logger=False)
 
     val = None
+    if "faithfulness" in wanted:  # on the scored split only, not on calibrate_on's
+        evaluation.enable_faithfulness(cfg.split, **cfg.faithfulness)
     if cfg.calibrate_on:
         if "boxes" not in wanted:
             raise CamlabError("calibrate_on picks box thresholds: it needs metrics with boxes.")

@@ -18,6 +18,7 @@ from camlab.callbacks.val_localization import gt_box_list
 from camlab.cam import compute_cam
 from camlab.data.base import LocalizationDataModule
 from camlab.metrics import (
+    FaithfulnessMetrics,
     LocalizationAccuracy,
     MaxBoxAcc,
     PxAP,
@@ -97,6 +98,10 @@ class CamEvaluation(pl.LightningModule):
         self.split = "test"
         self.rows: list[dict[str, Any]] = []
         self.results: dict[str, Any] = {}
+        # Opt-in faithfulness metrics (enable_faithfulness), one per method, on one split.
+        self.faithfulness: nn.ModuleList | None = None
+        self.faithfulness_split: str | None = None
+        self.faithfulness_gt: str | None = None
 
     def test_dataloader(self) -> DataLoader:
         dataset = self.datamodule_.dataset(self.split)
@@ -155,6 +160,8 @@ class CamEvaluation(pl.LightningModule):
             if self.masks:
                 mask = batch["mask"].cpu()
                 metrics.pxap.update(maps, mask == 1, ignore=mask == 255)
+            if self._scores_faithfulness():
+                self._update_faithfulness(method, batch, maps, logits)
             if not self.boxes:
                 continue
             metrics.box_v2.update(maps, gt)
@@ -177,6 +184,32 @@ class CamEvaluation(pl.LightningModule):
             "box": [int(v) for v in box],
         }
 
+    def enable_faithfulness(self, split: str, **config: Any) -> None:
+        """Adds the faithfulness metrics (``camlab.metrics.FaithfulnessMetrics``) of every method
+        on ``split`` only (not on a calibration pass); ``config`` = its keyword arguments. The
+        pointing game uses the split's boxes, else its masks, else is left out."""
+        data = self.datamodule_
+        self.faithfulness_gt = (
+            "boxes" if data.has_boxes(split) else "masks" if data.has_masks(split) else None
+        )
+        pointing = self.faithfulness_gt is not None
+        self.faithfulness = nn.ModuleList(
+            FaithfulnessMetrics(data.num_classes, pointing=pointing, **config) for _ in self.methods
+        )
+        self.faithfulness_split = split
+
+    def _scores_faithfulness(self) -> bool:
+        return self.faithfulness is not None and self.split == self.faithfulness_split
+
+    def _update_faithfulness(self, method: str, batch, maps: Tensor, logits: Tensor) -> None:
+        gt = self.faithfulness_gt
+        metric = self.faithfulness[self.methods.index(method)]
+        metric.update(
+            self.classifier, batch["image"], maps, batch["label"], logits,
+            boxes=gt_box_list(batch["box"]) if gt == "boxes" else None,
+            masks=batch["mask"] if gt == "masks" else None,
+        )  # fmt: skip
+
     def on_test_epoch_end(self) -> None:
         # compute() all-reduces metric states; every rank must get here (no rank-0-only code).
         classification = {
@@ -191,6 +224,8 @@ class CamEvaluation(pl.LightningModule):
                 out["loc"] = metrics.loc.compute()
             if self.masks:
                 out["pxap"] = metrics.pxap.compute()
+            if self._scores_faithfulness():
+                out["faithfulness"] = self.faithfulness[self.methods.index(method)].compute()
             results[method] = out
         self.results = {"classification": classification, "methods": results}
         self.rows = gather_rows(self.rows)

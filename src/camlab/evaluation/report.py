@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def method_metrics(out: dict[str, Any], deltas: Sequence[int]) -> dict[str, float]:
+def method_metrics(out: dict[str, Any], deltas: Sequence[int]) -> dict[str, Any]:
     """Flat numbers of one method from ``CamEvaluation.results["methods"][method]``."""
     metrics: dict[str, float] = {}
     if "v2" in out:
@@ -28,6 +28,8 @@ def method_metrics(out: dict[str, Any], deltas: Sequence[int]) -> dict[str, floa
         metrics.update({k: float(v) for k, v in loc.items() if k.endswith("_loc")})
     if "pxap" in out:
         metrics["pxap"] = float(out["pxap"]["pxap"])
+    # Average Drop / Increase (%), deletion / insertion AUC, ROAD (+ its curves), pointing game
+    metrics.update(out.get("faithfulness", {}))
     return metrics
 
 
