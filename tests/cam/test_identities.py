@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from cam_helpers import few_samples
 from torch import nn
 
 from camlab.cam import METHODS, cam_from_features, compute_cam
+from camlab.errors import CamlabError
 from camlab.models.backbones import build_gapnet
 
 
@@ -163,10 +165,49 @@ def test_scorecam_matches_per_channel_loop(tiny, images):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_output_size_and_normalize(gapnet, x64):
+def test_output_size_and_normalize(gapnet, x64, tiny, images):
     for method in METHODS:
-        out = compute_cam(gapnet, x64, method, output_size=(32, 48), normalize=True)
-        assert out.shape == (2, 32, 48) and out.dtype == torch.float32
+        # SS-CAM / IS-CAM: Score-CAM's passes again (1024 forwards): on TinyNet instead.
+        model, x = (tiny, images) if method in ("sscam", "iscam") else (gapnet, x64)
+        kwargs = few_samples(method)
+        out = compute_cam(model, x, method, output_size=(32, 48), normalize=True, **kwargs)
+        assert out.shape == (x.shape[0], 32, 48) and out.dtype == torch.float32
         assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
     zero = compute_cam(_hand_model(nn.Identity()), torch.ones(1, 2, 3, 3), "cam", normalize=True)
     assert torch.equal(zero, torch.zeros(1, 3, 3))  # constant map -> zeros, not NaN
+
+
+def test_ablationcam_by_hand():
+    # Class 0: y = 1*mean(A0) + 2*mean(A1) + 0.5 = 1.5 + 2 + 0.5 = 4. Zeroing A0 gives 2.5, A1
+    # gives 2: w0 = (4 - 2.5)/4 = 3/8, w1 = (4 - 2)/4 = 1/2; L = ReLU(3/8 A0 + 1/2 A1).
+    model = _hand_model(nn.Identity())
+    expected = (3 / 8 * _A[:, 0] + 1 / 2 * _A[:, 1]).relu()
+    for closed_form in (True, False):  # exact drop from the head / real ablated passes
+        out = compute_cam(model, _A, "ablationcam", closed_form=closed_form)
+        torch.testing.assert_close(out, expected)
+
+
+def test_ablationcam_closed_form_matches_passes(gapnet, x64):
+    # y_t(A0 = 0) = y_t - w_t[c] mean(A_c) for GAP + linear; the passes (on a 32 px copy of the
+    # layers before layer4, then layer4's output replaced) measure the same drop.
+    fast = compute_cam(gapnet, x64, "ablationcam", targets=2, closed_form=True)
+    slow = compute_cam(gapnet, x64, "ablationcam", targets=2, closed_form=False)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5 * float(fast.abs().max()))
+
+
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_smoothgradcampp_without_noise_is_gradcampp(gapnet, x64, closed_form):
+    # noise_std=0: every copy is the image; at a GAP + linear layer G is constant over space,
+    # so torchcam's sum_ab A(a,b) G^3 equals Grad-CAM++'s S_c G^3 and the maps coincide.
+    smooth = compute_cam(
+        gapnet, x64, "smoothgradcam++", targets=2, noise_std=0.0, closed_form=closed_form
+    )
+    plain = compute_cam(gapnet, x64, "gradcam++", targets=2, closed_form=closed_form)
+    torch.testing.assert_close(smooth, plain, rtol=1e-4, atol=1e-6 * float(plain.abs().max()))
+
+
+def test_sampling_options_are_checked(tiny, images):
+    with pytest.raises(CamlabError, match="noise_std does not apply to method 'gradcam'"):
+        compute_cam(tiny, images, "gradcam", noise_std=0.1)
+    with pytest.raises(CamlabError, match="num_samples=0 is invalid"):
+        compute_cam(tiny, images, "iscam", num_samples=0)

@@ -6,7 +6,7 @@ loop. ``cam_session`` switches every module to eval, then restores each module's
 the RNG state, whatever the call raised.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -42,31 +42,48 @@ class Capture:
 
     Attributes:
         logits: model output ``[B, K]``.
-        acts: target-layer activation ``[B, C, h, w]``; an autograd leaf when ``track`` was set,
-            so ``torch.autograd.grad(score, acts)`` differentiates only the layers after it.
+        acts: target-layer activation ``[B, C, h, w]`` (``transform(raw)``; ``raw`` itself when
+            there is no transform).
+        raw: the layer's own output (e.g. ViT tokens ``[B, 1 + h*w, C]``); an autograd leaf when
+            ``track`` was set, so ``torch.autograd.grad(score, raw)`` differentiates only the
+            layers after it.
+        extra: what a method's own forward captured (FullGrad: the bias layers' outputs).
     """
 
     logits: Tensor
     acts: Tensor
+    raw: Tensor
+    extra: object = None
 
 
-def forward_capture(model: nn.Module, layer: nn.Module, images: Tensor, track: bool) -> Capture:
+def forward_capture(
+    model: nn.Module,
+    layer: nn.Module,
+    images: Tensor,
+    track: bool,
+    transform: Callable[[Tensor], Tensor] | None = None,
+) -> Capture:
     """Runs ``model(images)`` once and captures ``layer``'s output.
 
     Must be called inside ``cam_session`` (grad disabled). With ``track``, the activation is
     replaced by a detached leaf and grad mode is switched on from there to the output, so the
     autograd graph covers only the layers after the target layer: no graph (and no memory) for
-    the layers before it, and no path into the parameters before it.
+    the layers before it, and no path into the parameters before it. ``transform`` maps the
+    layer's output to ``[B, C, h, w]`` (token grids of vision transformers).
 
     Raises:
-        CamlabError: the layer did not run, ran more than once, or the output is not ``[B, K]``.
+        CamlabError: the layer did not run, ran more than once, its output (transformed) is not
+            ``[B, C, h, w]``, or the model output is not ``[B, K]``.
     """
     captured: list[Tensor] = []
 
     def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor:
-        if not isinstance(output, Tensor) or output.dim() != 4:
+        if not isinstance(output, Tensor) or (transform is None and output.dim() != 4):
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise CamlabError(f"The target layer must output [B, C, h, w]; it gave {shape}.")
+            raise CamlabError(
+                f"The target layer must output [B, C, h, w]; it gave {shape}. For token "
+                "outputs pass reshape_transform=<tokens -> [B, C, h, w]>."
+            )
         leaf = output.detach()
         if track:
             leaf.requires_grad_(True)
@@ -90,4 +107,11 @@ def forward_capture(model: nn.Module, layer: nn.Module, images: Tensor, track: b
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise CamlabError(f"The model must return logits [B, num_classes]; it returned {got}.")
-    return Capture(logits, captured[0])
+    raw = captured[0]
+    acts = raw if transform is None else transform(raw)
+    if acts.dim() != 4:
+        raise CamlabError(
+            f"reshape_transform must give [B, C, h, w]; it gave {tuple(acts.shape)} from "
+            f"{tuple(raw.shape)}."
+        )
+    return Capture(logits, acts, raw)

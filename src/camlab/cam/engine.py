@@ -5,11 +5,13 @@ from torch import Tensor, nn
 
 from camlab.cam.activation import cam_from_weights
 from camlab.cam.capture import cam_session, forward_capture
-from camlab.cam.context import CamInputs, autograd_grads
+from camlab.cam.context import CamInputs, Transform, autograd_grads
 from camlab.cam.layers import find_linear_head, resolve_layer, unwrap_model, verify_head
 from camlab.cam.postprocess import minmax_normalize, resize_maps
-from camlab.cam.registry import get_method
+from camlab.cam.registry import METHODS, CamMethod, get_method
+from camlab.cam.smoothing import AUGMENTATIONS, augment
 from camlab.cam.targets import Targets, resolve_targets
+from camlab.cam.tokens import token_transform
 from camlab.errors import CamlabError
 
 
@@ -24,6 +26,11 @@ def compute_cam(
     *,
     closed_form: bool = True,
     max_batch: int = 64,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+    num_samples: int | None = None,
+    noise_std: float | None = None,
+    reshape_transform: Transform | None = None,
 ) -> Tensor:
     """Class activation maps of ``images`` under ``model``.
 
@@ -39,39 +46,66 @@ def compute_cam(
             are unwrapped. Models may declare ``cam_layer`` and ``gap_classifier`` (ours do).
         images: model input ``[B, C, H, W]``.
         method: one of ``METHODS``: ``cam``, ``gradcam``, ``gradcam++``, ``xgradcam``,
-            ``layercam``, ``hirescam``, ``scorecam``, ``eigencam``.
+            ``layercam``, ``hirescam``, ``scorecam``, ``eigencam``, ``ablationcam``,
+            ``eigengradcam``, ``fullgrad``, ``smoothgradcam++``, ``sscam``, ``iscam``.
         targets: ``None`` = top-1 class; tensor ``[B]`` = one class per image (e.g. ground
             truth); ``int`` k = the top-k classes, ranked; tensor ``[B, k]`` = k classes each.
-        target_layer: module name (e.g. ``"layer4"``) or module; ``None`` = the CAM layer.
-        output_size: ``None`` = feature-map resolution ``(h, w)``; else bilinear to this size.
+        target_layer: module name (e.g. ``"layer4"``) or module; ``None`` = the CAM layer
+            (torchvision ViT: the last block's ``ln_1``; Swin: ``norm``). FullGrad ignores it.
+        output_size: ``None`` = feature-map resolution ``(h, w)`` (FullGrad: the input's);
+            else bilinear to this size.
         normalize: per-map min-max to [0, 1] (a constant map gives zeros).
         closed_form: for a layer feeding a verified GAP + linear head, use the exact gradient
-            ``w_t / (h*w)`` instead of a backward pass; ``False`` forces autograd.
-        max_batch: Score-CAM: most masked images per forward pass (bounds memory).
+            ``w_t / (h*w)`` (and Ablation-CAM's exact score drop) instead of backward/forward
+            passes; ``False`` forces them.
+        max_batch: Score-CAM, SS-CAM, IS-CAM, Ablation-CAM: most masked / ablated copies per
+            forward pass (bounds memory).
+        aug_smooth: average the min-max scaled maps of 6 augmentations (horizontal flip x
+            brightness 0.9 / 1 / 1.1), as pytorch-grad-cam; targets from the plain image.
+        eigen_smooth: first principal component of the per-channel contributions instead of
+            their sum, as pytorch-grad-cam (``camlab.cam.smoothing``).
+        num_samples: SmoothGrad-CAM++ / SS-CAM noise samples, IS-CAM steps (``None``:
+            torchcam's 4 / 35 / 10).
+        noise_std: SmoothGrad-CAM++ / SS-CAM noise standard deviation (``None``: 0.3 / 2.0).
+        reshape_transform: layer output -> ``[B, C, h, w]`` for token outputs, as
+            pytorch-grad-cam's; ``None`` = chosen for torchvision ViT / Swin
+            (``camlab.cam.tokens``), else none.
 
     Returns:
         float maps on the images' device: ``[B, h, w]`` for ``None`` / ``[B]`` targets,
         ``[B, k, h, w]`` for ``int`` / ``[B, k]`` targets. Signed for ``cam``, ``hirescam``,
-        ``eigencam``; ReLU-ed as in their papers for the others.
+        ``eigencam``, ``eigengradcam``; ReLU-ed as in their papers for the others. Noise
+        (SmoothGrad-CAM++, SS-CAM) is drawn from the default generator, whose state is then
+        restored: seed it (``torch.manual_seed``) to choose the noise; repeated calls repeat it.
 
     Raises:
-        CamlabError: unknown method or layer, class index out of range, or ``cam`` on a model
-            whose head after the layer is not GAP + linear.
+        CamlabError: unknown method or layer, class index out of range, ``cam`` on a model
+            whose head after the layer is not GAP + linear, or sampling options given to a
+            method without sampling.
     """
     spec = get_method(method)
+    samples = _sampling(method.lower(), spec, num_samples, noise_std)
+    fn = spec.eigen_fn if eigen_smooth else spec.fn
     net = unwrap_model(model)
-    layer_name, layer = resolve_layer(net, target_layer)
-    candidate = find_linear_head(net, layer_name)
-    if spec.needs_head and candidate is None:
-        _no_head(net, layer_name)
-    with cam_session(net, images.device):
-        # Tensors made under inference_mode cannot enter autograd; a clone outside it can.
-        x = images.clone() if images.is_inference() else images
-        cap = forward_capture(net, layer, x, track=spec.needs_grads)
-        head = verify_head(candidate, cap.acts, cap.logits)
-        if spec.needs_head and head is None:
+    layer, candidate = None, None
+    if spec.forward is None:
+        layer_name, layer = resolve_layer(net, target_layer)
+        candidate = find_linear_head(net, layer_name)
+        if spec.needs_head and candidate is None:
             _no_head(net, layer_name)
-        idx, keep_k = resolve_targets(targets, cap.logits)
+
+    def run(x: Tensor, wanted: Targets) -> tuple[Tensor, bool]:
+        transform = None
+        if spec.forward is not None:
+            cap, head = spec.forward(net, x), None
+        else:
+            transform = reshape_transform or token_transform(net, layer, tuple(x.shape))
+            cap = forward_capture(net, layer, x, spec.needs_grads, transform)
+            head = verify_head(candidate, cap.acts, cap.logits)
+            if spec.needs_head and head is None:
+                _no_head(net, layer_name)
+        idx, keep_k = resolve_targets(wanted, cap.logits)
+        grads = autograd_grads(cap.logits, cap.raw, transform) if spec.needs_grads else None
         inp = CamInputs(
             acts=cap.acts.detach().float(),
             targets=idx,
@@ -79,12 +113,55 @@ def compute_cam(
             head=head,
             images=x,
             run_model=net,
-            autograd_grads=autograd_grads(cap.logits, cap.acts) if spec.needs_grads else None,
+            autograd_grads=grads,
             closed_form=closed_form,
             max_batch=max_batch,
+            layer=layer,
+            raw=cap.raw.detach(),
+            transform=transform,
+            extra=cap.extra,
+            **samples,
         )
-        maps = spec.fn(inp)
+        return fn(inp), idx, keep_k
+
+    with cam_session(net, images.device):
+        # Tensors made under inference_mode cannot enter autograd; a clone outside it can.
+        x = images.clone() if images.is_inference() else images
+        maps, idx, keep_k = run(x, targets)
+        if aug_smooth:
+            # The plain image first: its targets are explained in every augmentation.
+            total = minmax_normalize(maps.detach().float())
+            for flip, factor in AUGMENTATIONS:
+                if flip or factor != 1.0:
+                    aug = run(augment(x, flip, factor), idx)[0].detach().float()
+                    total = total + minmax_normalize(aug.flip(-1) if flip else aug)
+            maps = total / len(AUGMENTATIONS)
     return _finish(maps, keep_k, output_size, normalize)
+
+
+def _sampling(
+    name: str, spec: CamMethod, num_samples: int | None, noise_std: float | None
+) -> dict[str, float]:
+    """``num_samples`` / ``noise_std`` for ``CamInputs``: the method's defaults unless given."""
+    out: dict[str, float] = {}
+    for key, value in (("num_samples", num_samples), ("noise_std", noise_std)):
+        if value is None:
+            if key in spec.samples:
+                out[key] = spec.samples[key]
+            continue
+        if key not in spec.samples:
+            users = [m for m, s in METHODS.items() if key in s.samples]
+            raise CamlabError(
+                f"{key} does not apply to method '{name}'; it is used by {', '.join(users)}."
+            )
+        need = "an int >= 1" if key == "num_samples" else ">= 0"
+        bad_n = key == "num_samples" and (
+            isinstance(value, bool) or int(value) != value or value < 1
+        )
+        if bad_n or (key == "noise_std" and value < 0):
+            raise CamlabError(f"{key}={value!r} is invalid: it must be {need}.")
+        out[key] = int(value) if key == "num_samples" else float(value)
+    return out
 
 
 def cam_from_features(

@@ -1,8 +1,28 @@
 """Gradient-weighted CAMs. Notation: activation ``A [B, 1, C, h, w]``, gradient of the target
-logit ``G = dy_t/dA [B, k, C, h, w]``; every function returns maps ``[B, k, h, w]``."""
+logit ``G = dy_t/dA [B, k, C, h, w]``; every map function returns ``[B, k, h, w]``.
+
+Each method is split into its per-channel contributions (``*_terms``, ``[B, k, C, h, w]``, or
+``*_weights`` ``[B, k, C]`` times ``A``), whose sum over channels is the map: ``eigen_smooth``
+projects the same contributions on their first principal component instead of summing them.
+"""
 
 import torch
 from torch import Tensor
+
+
+def weighted_sum(weights: Tensor, acts: Tensor) -> Tensor:
+    """``sum_c w_c A_c``: weights ``[B, k, C]``, acts ``[B, 1, C, h, w]`` -> ``[B, k, h, w]``."""
+    return torch.einsum("bkc,bchw->bkhw", weights, acts[:, 0])
+
+
+def weighted_terms(weights: Tensor, acts: Tensor) -> Tensor:
+    """``w_c A_c``: weights ``[B, k, C]``, acts ``[B, 1, C, h, w]`` -> ``[B, k, C, h, w]``."""
+    return weights[..., None, None] * acts
+
+
+def gradcam_weights(acts: Tensor, grads: Tensor) -> Tensor:
+    """Grad-CAM's ``alpha_c = mean_ij G_c(i, j)``, ``[B, k, C]``."""
+    return grads.mean((-2, -1))
 
 
 def gradcam(acts: Tensor, grads: Tensor) -> Tensor:
@@ -10,8 +30,12 @@ def gradcam(acts: Tensor, grads: Tensor) -> Tensor:
 
     ``L = ReLU(sum_c alpha_c A_c)`` with ``alpha_c = mean_ij G_c(i, j)``.
     """
-    alpha = grads.mean((-2, -1))  # [B, k, C]
-    return torch.einsum("bkc,bkchw->bkhw", alpha, acts.expand_as(grads)).relu()
+    return weighted_sum(gradcam_weights(acts, grads), acts).relu()
+
+
+def hirescam_terms(acts: Tensor, grads: Tensor) -> Tensor:
+    """HiResCAM's element-wise ``G_c * A_c``, ``[B, k, C, h, w]``."""
+    return grads * acts
 
 
 def hirescam(acts: Tensor, grads: Tensor) -> Tensor:
@@ -20,7 +44,17 @@ def hirescam(acts: Tensor, grads: Tensor) -> Tensor:
     ``L = sum_c G_c * A_c`` element-wise, kept signed: for a GAP + linear head it sums to
     ``y_t - b_t``, each location's exact contribution (apply ReLU for display).
     """
-    return (grads * acts).sum(2)
+    return hirescam_terms(acts, grads).sum(2)
+
+
+def gradcampp_weights(acts: Tensor, grads: Tensor) -> Tensor:
+    """Grad-CAM++'s ``w_c = sum_ij a_c(i, j) ReLU(G_c(i, j))``, ``[B, k, C]`` (``gradcampp``)."""
+    total = acts.sum((-2, -1), keepdim=True)  # S_c [B, 1, C, 1, 1]
+    denom = 2 + total * grads
+    positive = grads > 0  # only ReLU(G) > 0 contributes to w_c
+    safe = torch.where(positive & (denom != 0), denom, torch.ones_like(denom))
+    alpha = torch.where(positive & (denom != 0), 1 / safe, torch.zeros_like(denom))
+    return (alpha * grads.relu()).sum((-2, -1))
 
 
 def gradcampp(acts: Tensor, grads: Tensor) -> Tensor:
@@ -32,13 +66,14 @@ def gradcampp(acts: Tensor, grads: Tensor) -> Tensor:
     pytorch-grad-cam computes, minus its ``eps = 1e-6`` in the denominator, which dominates
     when gradients are ~1e-3 (typical for an ImageNet head at 7x7) and distorts the weights.
     """
-    total = acts.sum((-2, -1), keepdim=True)  # S_c [B, 1, C, 1, 1]
-    denom = 2 + total * grads
-    positive = grads > 0  # only ReLU(G) > 0 contributes to w_c
-    safe = torch.where(positive & (denom != 0), denom, torch.ones_like(denom))
-    alpha = torch.where(positive & (denom != 0), 1 / safe, torch.zeros_like(denom))
-    weights = (alpha * grads.relu()).sum((-2, -1))  # [B, k, C]
-    return torch.einsum("bkc,bkchw->bkhw", weights, acts.expand_as(grads)).relu()
+    return weighted_sum(gradcampp_weights(acts, grads), acts).relu()
+
+
+def xgradcam_weights(acts: Tensor, grads: Tensor) -> Tensor:
+    """XGrad-CAM's ``w_c = sum_ij G_c A_c / sum_ab A_c`` (0 where the sum is 0), ``[B, k, C]``."""
+    total = acts.sum((-2, -1))  # [B, 1, C]
+    num = (grads * acts).sum((-2, -1))  # [B, k, C]
+    return torch.where(total != 0, num / torch.where(total != 0, total, 1), 0)
 
 
 def xgradcam(acts: Tensor, grads: Tensor) -> Tensor:
@@ -47,10 +82,12 @@ def xgradcam(acts: Tensor, grads: Tensor) -> Tensor:
     ``w_c = sum_ij G_c(i, j) A_c(i, j) / sum_ab A_c(a, b)`` (0 where the sum is 0),
     ``L = ReLU(sum_c w_c A_c)``.
     """
-    total = acts.sum((-2, -1))  # [B, 1, C]
-    num = (grads * acts).sum((-2, -1))  # [B, k, C]
-    weights = torch.where(total != 0, num / torch.where(total != 0, total, 1), 0)
-    return torch.einsum("bkc,bkchw->bkhw", weights, acts.expand_as(grads)).relu()
+    return weighted_sum(xgradcam_weights(acts, grads), acts).relu()
+
+
+def layercam_terms(acts: Tensor, grads: Tensor) -> Tensor:
+    """LayerCAM's element-wise ``ReLU(G_c) * A_c``, ``[B, k, C, h, w]``."""
+    return grads.relu() * acts
 
 
 def layercam(acts: Tensor, grads: Tensor) -> Tensor:
@@ -58,4 +95,4 @@ def layercam(acts: Tensor, grads: Tensor) -> Tensor:
 
     ``L = ReLU(sum_c ReLU(G_c) * A_c)`` element-wise.
     """
-    return (grads.relu() * acts).sum(2).relu()
+    return layercam_terms(acts, grads).sum(2).relu()

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from camlab.cam.tokens import transformer_cam_layer, transformer_head
 from camlab.errors import CamlabError
 
 _WRAPPERS = (DistributedDataParallel, DataParallel)
@@ -51,10 +52,12 @@ def default_cam_layer(model: nn.Module) -> str:
     """Name of the model's CAM layer.
 
     ``cam_layer`` when the model (or a module it wraps, e.g. a LightningModule's ``net``)
-    declares it; otherwise the last top-level child that holds a conv and no global pooling
-    (torchvision: ``layer4`` for ResNets, ``features`` for DenseNet, VGG, MobileNetV2,
-    SqueezeNet, ``Mixed_7c`` for Inception). When a single child holds all the convs together
-    with the classifier (a wrapper around a whole network), the search descends into it.
+    declares it; for torchvision's ViT / Swin the layer ``camlab.cam.tokens`` names (last
+    block's ``ln_1`` / ``norm``); otherwise the last top-level child that holds a conv and no
+    global pooling (torchvision: ``layer4`` for ResNets, ``features`` for DenseNet, VGG,
+    MobileNetV2, SqueezeNet, ``Mixed_7c`` for Inception). When a single child holds all the
+    convs together with the classifier (a wrapper around a whole network), the search descends
+    into it.
 
     Raises:
         CamlabError: no convolutional child found.
@@ -62,6 +65,9 @@ def default_cam_layer(model: nn.Module) -> str:
     declared = _declaring(model)
     if declared is not None:
         return declared[0] + declared[1].cam_layer
+    transformer = transformer_cam_layer(model)
+    if transformer is not None:
+        return transformer
     prefix, module = "", model
     while True:
         convs = [(n, c) for n, c in module.named_children() if _has(c, (nn.Conv2d,))]
@@ -125,8 +131,9 @@ class LinearHead:
 def find_linear_head(model: nn.Module, layer_name: str) -> LinearHead | None:
     """The linear classifier that may sit after GAP on ``layer_name``, or ``None``.
 
-    Declared by ``model.gap_classifier`` at ``model.cam_layer``; for other models, the model's only
-    ``nn.Linear``. Either way it is a candidate: ``verify_head`` checks it against real logits.
+    Declared by ``model.gap_classifier`` at ``model.cam_layer``; Swin's ``head`` at its ``norm``;
+    for other models, the model's only ``nn.Linear``. Either way it is a candidate:
+    ``verify_head`` checks it against real logits.
     """
     owner = _declaring(model)
     declared = getattr(owner[1], "gap_classifier", None) if owner else None
@@ -134,6 +141,8 @@ def find_linear_head(model: nn.Module, layer_name: str) -> LinearHead | None:
         if layer_name != default_cam_layer(model):
             return None
         linear = declared
+    elif (swin := transformer_head(model, model.get_submodule(layer_name))) is not None:
+        linear = swin
     else:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if len(linears) != 1:
