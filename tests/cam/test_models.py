@@ -132,6 +132,8 @@ def test_unknown_method_lists_registry(tiny, images):
         ("efficientnet_b0", "features"),  # SE blocks pool globally deep inside
         ("convnext_tiny", "features"),  # blocks contain Linear layers
         ("regnet_y_400mf", "trunk_output"),
+        ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1"),  # tokens: camlab.cam.tokens
+        ("swin_t", "norm"),
     ],
 )
 def test_default_layer_plain_and_wrapped(name, layer):

@@ -10,6 +10,8 @@ from torch import nn
 from camlab.cam import METHODS, compute_cam
 
 GRAD_METHODS = [m for m in METHODS if METHODS[m].needs_grads]
+# Methods with their own backward passes (FullGrad to the input, SmoothGrad-CAM++ per sample).
+BACKWARD_METHODS = [*GRAD_METHODS, "fullgrad", "smoothgradcam++"]
 
 
 def _hooks(model: nn.Module) -> int:
@@ -20,8 +22,13 @@ def _hooks(model: nn.Module) -> int:
     return sum(len(getattr(m, t, {})) for m in model.modules() for t in tables)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_no_side_effects_in_train_mode(tiny, images, method):
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [(m, {}) for m in METHODS]
+    + [(m, {"aug_smooth": True}) for m in ("gradcam", "smoothgradcam++", "fullgrad")]
+    + [(m, {"eigen_smooth": True}) for m in ("gradcam++", "ablationcam", "sscam", "fullgrad")],
+)
+def test_no_side_effects_in_train_mode(tiny, images, method, options):
     tiny.train()
     tiny.features[0].eval()  # mixed flags must come back exactly
     with torch.enable_grad():
@@ -32,7 +39,7 @@ def test_no_side_effects_in_train_mode(tiny, images, method):
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     rng = torch.get_rng_state()
 
-    compute_cam(tiny, images, method, targets=2, closed_form=False)
+    compute_cam(tiny, images, method, targets=2, closed_form=False, **options)
 
     for name, param in tiny.named_parameters():
         before = grads[name]
@@ -57,8 +64,9 @@ def test_rng_restored_even_if_model_draws(images):
 
     model = Noisy()
     rng = torch.get_rng_state()
-    compute_cam(model, images, "gradcam")
-    assert torch.equal(torch.get_rng_state(), rng)
+    for method in ("gradcam", "smoothgradcam++", "sscam"):  # the last two draw noise too
+        compute_cam(model, images, method)
+        assert torch.equal(torch.get_rng_state(), rng), method
 
 
 def test_error_inside_call_restores_everything(tiny, images):
@@ -82,10 +90,24 @@ def test_hundred_calls_leak_nothing(tiny, images):
     del out
     assert tensors() <= before
     assert _hooks(tiny) == 0
+    # Methods that hook many layers, keep a full graph or re-run the model.
+    for method in ("fullgrad", "ablationcam", "smoothgradcam++"):
+        compute_cam(tiny, images, method, closed_form=False)
+    before = tensors()
+    for i in range(30):
+        out = compute_cam(tiny, images, ("fullgrad", "ablationcam", "smoothgradcam++")[i % 3])
+    del out
+    assert tensors() <= before
+    assert _hooks(tiny) == 0
 
 
-@pytest.mark.parametrize("method", ["gradcam", "layercam", "cam", "scorecam"])
+@pytest.mark.parametrize(
+    "method",
+    ["gradcam", "layercam", "cam", "scorecam", "ablationcam", "eigengradcam", "fullgrad"]
+    + ["smoothgradcam++", "sscam", "iscam"],
+)
 def test_same_result_under_inference_mode_and_no_grad(tiny, images, method):
+    # The noisy methods too: the RNG is restored after each call, so all three draw the same.
     expected = compute_cam(tiny, images, method, closed_form=False)
     with torch.inference_mode():
         frozen = images.clone()  # an inference tensor, as in Lightning's validation loop
@@ -103,7 +125,7 @@ def test_ddp_wrapped_model_runs_no_collectives(tiny, images, tmp_path):
         tiny.train()
         ddp = nn.parallel.DistributedDataParallel(tiny)
         expected = compute_cam(tiny, images, "gradcam", closed_form=False)
-        for method in GRAD_METHODS:
+        for method in [*BACKWARD_METHODS, "ablationcam"]:
             got = compute_cam(ddp, images, method, closed_form=False)
             if method == "gradcam":
                 torch.testing.assert_close(got, expected)
@@ -114,3 +136,22 @@ def test_ddp_wrapped_model_runs_no_collectives(tiny, images, tmp_path):
         assert all(p.grad is not None for p in tiny.parameters())
     finally:
         dist.destroy_process_group()
+
+
+def test_vit_in_train_mode_untouched():
+    # Dropout active in train mode: the call must run in eval mode (same maps as an eval-mode
+    # call) and give the flags, hooks and grads back.
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(32, 16, 2, 2, 32, 64, dropout=0.5, attention_dropout=0.5)
+    with torch.no_grad():
+        vit.heads.head.weight.normal_()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    vit.eval()
+    expected = {m: compute_cam(vit, x, m, closed_form=False) for m in ("gradcam", "ablationcam")}
+    vit.train()
+    for method, maps in expected.items():
+        torch.testing.assert_close(compute_cam(vit, x, method, closed_form=False), maps)
+    assert all(m.training for m in vit.modules()) and _hooks(vit) == 0
+    assert all(p.grad is None for p in vit.parameters())
