@@ -90,3 +90,12 @@ def test_hooks_act_in_training_only_and_leave_the_state_dict_alone():
 def test_unsupported_backbone_is_one_clear_error():
     with pytest.raises(CamlabError, match="method=adl.*mobilenet_v2"):
         ADLMethod(build_gapnet("mobilenet_v2", 2), "mobilenet_v2", 2)
+
+
+def test_gradient_reaches_the_backbone_through_the_importance_map():
+    net = build_gapnet("resnet18", 4, hires_cam=True)
+    ADLMethod(net, "resnet18", 4, drop_rate=0.0)  # always the importance map: never zero
+    net.train()
+    logits, _ = net.forward_with_features(torch.randn(2, 3, 64, 64))
+    logits.sum().backward()
+    assert net.features.backbone.conv1.weight.grad.abs().sum() > 0
