@@ -23,6 +23,7 @@ from camlab.evaluation.baselines import (
     center_gaussian,
     check_method,
     foreground_targets,
+    resolve_init,
     train_fullsup,
 )
 from camlab.evaluation.module import CamEvaluation
@@ -187,8 +188,13 @@ def test_baseline_errors():
     classifier = GAPClassifier("resnet18", 2, image_size=32)
     with pytest.raises(CamlabError, match="has no pixel masks"):
         train_fullsup(classifier, boxes_only, target="mask", epochs=1)
-    with pytest.raises(CamlabError, match="valid choices checkpoint, imagenet, scratch"):
+    with pytest.raises(CamlabError, match="valid choices auto, checkpoint, imagenet, scratch"):
         train_fullsup(classifier, boxes_only, init="nope", epochs=1)
+    # auto starts where the classifier started: ImageNet weights if it did, else from scratch.
+    assert resolve_init(classifier, "auto") == "scratch"
+    imagenet_run = GAPClassifier("resnet18", 2, pretrained=True, init_from_checkpoint=True)
+    assert resolve_init(imagenet_run, "auto") == "imagenet"
+    assert resolve_init(imagenet_run, "checkpoint") == "checkpoint"
 
 
 def test_evaluate_script_writes_baseline_rows(trained, tmp_path):
@@ -213,7 +219,7 @@ def test_evaluate_script_writes_baseline_rows(trained, tmp_path):
 
     fullsup = out["baselines"]["fullsup"]
     assert fullsup["split"] == "val" and fullsup["num_images"] == 32
-    assert fullsup["target"] == "mask" and fullsup["init"] == "checkpoint"
+    assert fullsup["target"] == "mask" and fullsup["init"] == "scratch"  # auto: as trained
     assert fullsup["steps"] == 4 and len(fullsup["epoch_loss"]) == 2  # 32 images, batches of 16
     assert out["baselines"]["center"] == {"sigma": 0.5}
     for key in ("max_box_acc_v2", "max_box_acc", "pxap", "gt_known_loc"):

@@ -34,7 +34,7 @@ from camlab.models.backbones import build_gapnet
 
 log = logging.getLogger(__name__)
 BASELINES = ("center", "fullsup")
-INITS = ("checkpoint", "imagenet", "scratch")
+INITS = ("auto", "checkpoint", "imagenet", "scratch")
 TARGETS = ("auto", "mask", "box")
 
 
@@ -120,16 +120,27 @@ class FullSupSaliency(nn.Module):
         return torch.sigmoid(self.logits(images).float())
 
 
+def resolve_init(classifier: nn.Module, init: str) -> str:
+    """``auto``: the classifier's own starting point, ``imagenet`` if it was trained from
+    torchvision's ImageNet weights, else ``scratch`` (the baseline then differs from the WSOL
+    model only in its labels: val's boxes or masks instead of train's classes)."""
+    if init not in INITS:
+        raise CamlabError(f"baselines.fullsup.init={init!r}: valid choices {', '.join(INITS)}.")
+    if init == "auto":
+        return "imagenet" if classifier.hparams.get("pretrained") else "scratch"
+    return init
+
+
 def build_fullsup(classifier: nn.Module, init: str) -> FullSupSaliency:
     """A ``FullSupSaliency`` with the classifier's architecture (``GAPClassifier``).
 
     Args:
         classifier: the evaluated ``GAPClassifier``.
         init: ``checkpoint`` (a copy of its trained feature layers), ``imagenet`` (torchvision's
-            ImageNet weights, the reference's starting point) or ``scratch``.
+            ImageNet weights, the reference's starting point), ``scratch``, or ``auto``
+            (``resolve_init``).
     """
-    if init not in INITS:
-        raise CamlabError(f"baselines.fullsup.init={init!r}: valid choices {', '.join(INITS)}.")
+    init = resolve_init(classifier, init)
     net = classifier.net
     if init == "checkpoint":
         return FullSupSaliency(copy.deepcopy(net.features), net.classifier.in_features)
@@ -177,7 +188,7 @@ def train_fullsup(
     classifier: nn.Module,
     datamodule: LocalizationDataModule,
     split: str = "val",
-    init: str = "checkpoint",
+    init: str = "auto",
     target: str = "auto",
     epochs: int = 10,
     batch_size: int | None = None,
@@ -208,6 +219,7 @@ def train_fullsup(
         ``(model, info)``; ``info`` has ``split``, ``num_images``, ``target``, ``init``,
         ``steps`` and ``epoch_loss`` (mean BCE per epoch).
     """
+    init = resolve_init(classifier, init)
     if target not in TARGETS:
         raise CamlabError(
             f"baselines.fullsup.target={target!r}: valid choices {', '.join(TARGETS)}."
