@@ -8,6 +8,14 @@ Every method is timed end to end on the same batch (median of ``--repeats``), pr
 the input size, min-max normalized (what pytorch-grad-cam returns). Score-CAM costs one forward
 per (image, channel), so it is timed on a few images only and reported per image; the peers'
 Score-CAM on ``--peer-score-images`` images (default 1).
+
+``--per-image`` times the methods whose peers cost many forwards per image (Ablation-CAM with
+real passes, SS-CAM, IS-CAM, FullGrad: pytorch-grad-cam resizes every channel of every bias
+layer to the input, ~30 GB for a batch of 32) on ``--score-images`` images, ours and the peer's
+on the same images, SS-CAM / IS-CAM with ``--samples`` noise samples / steps (default 2; the
+cost is linear in it):
+
+    python benchmarks/bench_cam.py --per-image --models resnet18 --score-images 1
 """
 
 import argparse
@@ -25,11 +33,23 @@ from camlab.cam import METHODS, compute_cam
 PGC = {
     "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
     "layercam": "LayerCAM", "hirescam": "HiResCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM",
+    "eigengradcam": "EigenGradCAM", "ablationcam": "AblationCAM", "fullgrad": "FullGrad",
 }  # fmt: skip
 TORCHCAM = {
     "cam": "CAM", "gradcam": "GradCAM", "gradcam++": "GradCAMpp", "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM", "scorecam": "ScoreCAM",
+    "layercam": "LayerCAM", "scorecam": "ScoreCAM", "smoothgradcam++": "SmoothGradCAMpp",
+    "sscam": "SSCAM", "iscam": "ISCAM",
 }  # fmt: skip
+# Timed per image (--per-image), not in the batch table: their peers run many passes per image.
+PER_IMAGE = ("ablationcam", "sscam", "iscam", "fullgrad")
+# Rows of the batch table beyond "every method with its defaults": (method, options).
+OPTION_ROWS = [
+    ("gradcam", {"closed_form": False}),
+    ("gradcam++", {"closed_form": False}),
+    ("smoothgradcam++", {"closed_form": False}),
+    ("gradcam", {"eigen_smooth": True}),
+    ("gradcam", {"aug_smooth": True}),
+]
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -45,34 +65,35 @@ def median_ratio(fn: Callable[[], object], forward: Callable[[], object], repeat
     return statistics.median(timed(fn) / timed(forward) for _ in range(repeats))
 
 
-def ours(model, x, method, closed_form=True):
+def ours(model, x, method, **options):
     return lambda: compute_cam(
-        model, x, method, output_size=x.shape[-2:], normalize=True, closed_form=closed_form
+        model, x, method, output_size=x.shape[-2:], normalize=True, **options
     )
 
 
-def pgc_call(model, x, method):
+def pgc_call(model, x, method, **call):
     import pytorch_grad_cam
 
     cls = getattr(pytorch_grad_cam, PGC[method])
+    layers = [] if method == "fullgrad" else [model.layer4]
 
     def run():
-        with cls(model=model, target_layers=[model.layer4]) as cam:
-            cam(input_tensor=x, targets=None)
+        with cls(model=model, target_layers=layers) as cam:
+            cam(input_tensor=x, targets=None, **call)
         model.zero_grad(set_to_none=True)  # it writes .grad; keep later runs comparable
 
     return run
 
 
-def torchcam_call(model, x, method):
+def torchcam_call(model, x, method, **init):
     import torchcam.methods
 
     cls = getattr(torchcam.methods, TORCHCAM[method])
     kwargs = {"fc_layer": "fc"} if method == "cam" else {}
 
     def run():
-        with cls(model, "layer4", input_shape=tuple(x.shape[1:]), **kwargs) as cam:
-            if method in ("cam", "scorecam"):
+        with cls(model, "layer4", input_shape=tuple(x.shape[1:]), **kwargs, **init) as cam:
+            if method in ("cam", "scorecam", "sscam", "iscam"):
                 with torch.inference_mode():
                     scores = model(x)
             else:
@@ -81,6 +102,40 @@ def torchcam_call(model, x, method):
         model.zero_grad(set_to_none=True)
 
     return run
+
+
+def _label(method: str, options: dict) -> str:
+    if not options:
+        return method
+    if options == {"closed_form": False}:
+        how = "ablated passes" if method == "ablationcam" else "autograd"
+        return f"{method} ({how}, closed_form=False)"
+    return f"{method} ({', '.join(f'{k}={v}' for k, v in options.items())})"
+
+
+def per_image(model, x, fwd_per_image: float, args: argparse.Namespace) -> None:
+    """Ours vs the peer on the same ``--score-images`` images, seconds per image."""
+    n = args.score_images
+    xs = x[:n]
+    print(
+        f"\n{args.name}, seconds per image ({n} img; one forward of one image "
+        f"{fwd_per_image * 1000:.0f} ms):"
+    )
+    print("| method | camlab | peer | peer / camlab |\n|---|---|---|---|")
+    rows = [
+        ("ablationcam", {"closed_form": False}, pgc_call, {}),
+        ("sscam", {"num_samples": args.samples}, torchcam_call, {"num_samples": args.samples}),
+        ("iscam", {"num_samples": args.samples}, torchcam_call, {"num_samples": args.samples}),
+        ("fullgrad", {}, pgc_call, {}),
+    ]
+    for method, options, peer, peer_options in rows:
+        mine = timed(ours(model, xs, method, **options)) / n
+        cells = [f"{mine:.2f} s", "-", "-"]
+        if args.peers:
+            theirs = timed(peer(model, xs, method, **peer_options)) / n
+            name = "pytorch-grad-cam" if peer is pgc_call else "torchcam"
+            cells[1:] = [f"{theirs:.2f} s ({name})", f"{theirs / mine:.2f}x"]
+        print(f"| {_label(method, options)} | {' | '.join(cells)} |", flush=True)
 
 
 def bench_model(name: str, args: argparse.Namespace) -> None:
@@ -95,20 +150,29 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
     forward()
     fwd = statistics.median(timed(forward) for _ in range(args.repeats))
     print(f"\n## {name}: batch {args.batch}, {args.size} px, forward {fwd * 1000:.0f} ms")
+    args.name = name
+    if args.per_image:
+        per_image(model, x, fwd / args.batch, args)
+        return
     print("| method | camlab | pytorch-grad-cam | torchcam |\n|---|---|---|---|")
-    rows = [(m, True) for m in METHODS if m != "scorecam"]
-    rows += [(m, False) for m in ("gradcam", "gradcam++")]
-    for method, closed_form in [] if args.scorecam_only else rows:
-        label = method if closed_form else f"{method} (autograd, closed_form=False)"
-        cells = [median_ratio(ours(model, x, method, closed_form), forward, args.repeats)]
-        if args.peers and closed_form:
+    rows = [(m, {}) for m in METHODS if m != "scorecam" and m not in PER_IMAGE]
+    rows += OPTION_ROWS
+    if args.methods:
+        rows = [(m, o) for m, o in rows if m in args.methods]
+    for method, options in [] if args.scorecam_only else rows:
+        cells = [median_ratio(ours(model, x, method, **options), forward, args.repeats)]
+        # The peers' closed_form=False equivalent is their default row; eigen / aug smoothing
+        # are call options of pytorch-grad-cam.
+        peer_call = {k: v for k, v in options.items() if k != "closed_form"}
+        if args.peers and "closed_form" not in options:
             for table, call in ((PGC, pgc_call), (TORCHCAM, torchcam_call)):
-                run = call(model, x, method) if method in table else None
+                usable = method in table and (table is PGC or not peer_call)
+                run = call(model, x, method, **peer_call) if usable else None
                 cells.append(median_ratio(run, forward, args.repeats) if run else None)
         else:
             cells += [None, None]
         text = " | ".join("-" if c is None else f"{c:.2f}x" for c in cells)
-        print(f"| {label} | {text} |", flush=True)
+        print(f"| {_label(method, options)} | {text} |", flush=True)
     if name not in args.scorecam_models:
         return
     n, p = args.score_images, args.peer_score_images
@@ -137,6 +201,9 @@ def main() -> None:
     parser.add_argument("--scorecam-models", nargs="*", default=["resnet18"])
     parser.add_argument("--no-peers", dest="peers", action="store_false")
     parser.add_argument("--scorecam-only", action="store_true", help="skip the ratio table")
+    parser.add_argument("--per-image", action="store_true", help="the per-image table only")
+    parser.add_argument("--methods", nargs="*", help="only these rows of the batch table")
+    parser.add_argument("--samples", type=int, default=2, help="SS-CAM / IS-CAM, --per-image")
     parser.add_argument("--quick", action="store_true", help="resnet18, 112 px, 1 repeat")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()

@@ -23,6 +23,11 @@ def eigencam(acts: Tensor) -> Tensor:
     Each image's activation as ``X [h*w, C]``, columns centred (as pytorch-grad-cam does), is
     projected on its first right singular vector: ``L = X v_1 = s_1 u_1``. The SVD's sign is
     arbitrary, so it is fixed to correlate positively with the centred channel sum ``X 1``.
+    ``u_1`` (or ``v_1`` when ``C < h*w``) is the top eigenvector of the smaller Gram matrix
+    ``X X^T`` (``X^T X``) in float64: exact like the SVD (float64 absorbs the squared
+    condition number) and several times cheaper on the CPU (one batched ``bmm`` + a small
+    ``eigh``; at resnet18's layer4 for 32 images 0.1 s instead of 0.5-0.9 s for
+    ``torch.linalg.svd`` on the loaded 2-core VM).
 
     Args:
         acts: ``[B, C, h, w]``.
@@ -33,8 +38,14 @@ def eigencam(acts: Tensor) -> Tensor:
     b, c, h, w = acts.shape
     x = acts.float().flatten(2).transpose(1, 2)  # [B, hw, C]
     x = x - x.mean(1, keepdim=True)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    proj = u[..., 0] * s[:, :1]  # [B, hw]
+    x64 = x.double()
+    if h * w <= c:
+        vals, vecs = torch.linalg.eigh(x64 @ x64.transpose(1, 2))  # ascending eigenvalues
+        proj = vecs[..., -1] * vals[:, -1:].clamp_min(0).sqrt()  # s_1 u_1, [B, hw]
+    else:
+        vecs = torch.linalg.eigh(x64.transpose(1, 2) @ x64)[1]
+        proj = (x64 @ vecs[..., -1:])[..., 0]  # X v_1
+    proj = proj.float()
     sign = torch.sign((proj * x.sum(2)).sum(1, keepdim=True))
     proj = proj * torch.where(sign == 0, 1.0, sign)
     return proj.reshape(b, h, w)
