@@ -65,12 +65,14 @@ def test_ddp_multirun_matches_one_process(tmp_path):
         got, want = metrics(job)["metrics"], metrics(ref)["metrics"]
         assert metrics(job)["value"] == pytest.approx(metrics(ref)["value"], abs=1e-6)
         for name in VAL:
-            assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), name
+            # val/loss: a float32 sum over the two ranks' shares, added in another order.
+            rel = 5e-5 if name == "val/loss" else 1e-5
+            assert got[name] == pytest.approx(want[name], rel=rel, abs=1e-6), name
             # every epoch, not only the last
             _, per_epoch = scalars(job, name)
             _, ref_epoch = scalars(ref, name)
             assert [s for s, _ in per_epoch] == [s for s, _ in ref_epoch] == [1, 3]
-            assert [v for _, v in per_epoch] == pytest.approx([v for _, v in ref_epoch], rel=1e-5)
+            assert [v for _, v in per_epoch] == pytest.approx([v for _, v in ref_epoch], rel=rel)
         for epoch in (0, 1):
             name = f"checkpoints/epoch_{epoch:03d}.ckpt"
             a, b = weights(job / name), weights(ref / name)
