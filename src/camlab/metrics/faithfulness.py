@@ -626,7 +626,7 @@ def noisy_linear_impute(
     SciPy's ``spsolve``), shared by the channels; here it is solved for the whole batch on the
     images' device by multigrid-preconditioned conjugate gradients (float32 iterations, float64
     residuals and solution), to a relative residual of ``tol`` (1e-7: within a few float32
-    ulps of the direct solve, 4e-7 at most in the tests' cases). An image with no
+    ulps of the direct solve; the tests ask for 1e-6). An image with no
     kept pixel has no such system (the peer's matrix is singular) and imputes to 0 + noise.
 
     Args:
