@@ -129,10 +129,19 @@ def per_image(model, x, fwd_per_image: float, args: argparse.Namespace) -> None:
         ("fullgrad", {}, pgc_call, {}),
     ]
     for method, options, peer, peer_options in rows:
-        mine = timed(ours(model, xs, method, **options)) / n
+        # FullGrad takes a second: warm-up (oneDNN primitives of the backward) and median of
+        # --repeats; the others take minutes, one timed run each (warm-up is negligible there).
+        reps = args.repeats if method == "fullgrad" else 1
+
+        def seconds(fn, reps=reps):
+            if reps > 1:
+                fn()
+            return statistics.median(timed(fn) for _ in range(reps)) / n
+
+        mine = seconds(ours(model, xs, method, **options))
         cells = [f"{mine:.2f} s", "-", "-"]
         if args.peers:
-            theirs = timed(peer(model, xs, method, **peer_options)) / n
+            theirs = seconds(peer(model, xs, method, **peer_options))
             name = "pytorch-grad-cam" if peer is pgc_call else "torchcam"
             cells[1:] = [f"{theirs:.2f} s ({name})", f"{theirs / mine:.2f}x"]
         print(f"| {_label(method, options)} | {' | '.join(cells)} |", flush=True)
