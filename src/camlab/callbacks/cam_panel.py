@@ -33,6 +33,8 @@ SEPARATOR = 2  # black columns between the two halves of a side-by-side tile
 CARD_WIDTH = 350
 CARD_MAX_HEIGHT = 1024
 CONTOUR_LEVELS = (0.2, 0.4, 0.6, 0.8)
+# The CAM paper's threshold, for data without boxes to calibrate a red-box threshold on.
+NO_BOX_THRESHOLD = 0.2
 WHITE, RED = (255, 255, 255), (255, 64, 64)
 CALIBRATION_BATCH = 64
 
@@ -315,7 +317,9 @@ class CAMPanel(Callback):
             "std": tuple(std) if std is not None else (1.0,),
             "names": list(names) if names is not None else None,
         }
-        if self.box_threshold == "val":
+        has_boxes = getattr(dm, "has_boxes", None)
+        # Mask-only data (OpenImages) has no boxes to calibrate on: the fixed CAM-paper threshold.
+        if self.box_threshold == "val" and (has_boxes is None or has_boxes("val")):
             count = len(dataset) if self.calibration_images is None else self.calibration_images
             self._calibration = _stack([dataset[i] for i in range(min(count, len(dataset)))])
         return True
@@ -366,7 +370,8 @@ class CAMPanel(Callback):
         """``(threshold, how it was chosen)`` of ``method``'s red box (after loading)."""
         if self.box_threshold != "val":
             return float(self.box_threshold), "fixed"
-        assert self._calibration is not None
+        if self._calibration is None:
+            return NO_BOX_THRESHOLD, "fixed: val has no boxes"
         n = len(self._calibration["image"])
         return self.calibrate(pl_module, method), f"best MaxBoxAcc, {n} val images"
 
