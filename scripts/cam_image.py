@@ -47,9 +47,8 @@ def load_checkpoint(path: str, device: str) -> LoadedModel:
     """Loads a ``GAPClassifier`` checkpoint; missing data hparams fall back to ImageNet's."""
     from camlab.models.module import GAPClassifier
 
-    if not os.path.isfile(path):
-        raise CamlabError(f"Checkpoint '{path}' does not exist.")
-    # Read with weights_only=True; the state dict holds every weight, so nothing is downloaded.
+    # Read with weights_only=True (a missing or bad file raises CamlabError); the state dict
+    # holds every weight, so nothing is downloaded.
     module = GAPClassifier.load_from_checkpoint(path, map_location=device)
     hp = dict(module.hparams)
     num_classes = int(_hparam(hp, "num_classes") or module.gap_classifier.out_features)

@@ -42,9 +42,8 @@ def data_config(cfg: DictConfig, ckpt_path: str) -> DictConfig:
 
 
 def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
-    """The checkpoint's GAPClassifier, checked against the data's classes."""
-    if not os.path.isfile(ckpt_path):
-        raise CamlabError(f"ckpt_path={ckpt_path} does not exist; give the path of a .ckpt file.")
+    """The checkpoint's GAPClassifier (read safely; a missing or bad file raises CamlabError),
+    checked against the data's classes."""
     model = GAPClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
     names = model.hparams.get("class_names")
     if model.hparams.num_classes != datamodule.num_classes or (
