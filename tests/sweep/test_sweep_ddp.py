@@ -76,4 +76,6 @@ def test_ddp_multirun_matches_one_process(tmp_path):
         for epoch in (0, 1):
             name = f"checkpoints/epoch_{epoch:03d}.ckpt"
             a, b = weights(job / name), weights(ref / name)
-            assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+            # float32 rounding of the all-reduced gradients, compounded over the steps:
+            # measured 1e-5 to 2e-5 after 2 epochs (depends on the threads and the load)
+            assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
