@@ -8,6 +8,7 @@ Lightning's resume through ``AtomicCheckpointIO.load_checkpoint`` (the same).
 
 import os
 import pickle
+import re
 from typing import Any
 
 import torch
@@ -25,6 +26,11 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
     Raises:
         CamlabError: missing, empty, truncated or foreign file, or one that needs code to load.
     """
+    if os.path.isdir(path):
+        raise CamlabError(
+            f"ckpt_path={path} is a folder, not a checkpoint file; give the path of a .ckpt "
+            f"file in it, e.g. ckpt_path={os.path.join(path, 'last.ckpt')}."
+        )
     if not os.path.isfile(path):
         raise CamlabError(f"ckpt_path={path} does not exist; give the path of a .ckpt file.")
     if os.path.getsize(path) == 0:
@@ -37,9 +43,10 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):  # a damaged file, not a refused global
             raise _unreadable(path, err) from None
-        # torch's message names the global the file asked for (e.g. "builtins.exec").
-        named = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
-        first = named[0] if named else "it names a Python callable"
+        # torch's message names the global the file asked for (e.g. "GLOBAL builtins.exec"); its
+        # advice to allow-list that global is left out: that is what would run the code.
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        first = f"it names {named.group(1)}" if named else "it names a Python callable"
         raise CamlabError(
             f"Refused to load {path}: it holds objects other than tensors and plain values, and "
             f"loading them would run code from the file ({first}). camlab loads checkpoints "

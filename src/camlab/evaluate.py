@@ -12,6 +12,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import write_png
 
+from camlab.checkpoint_io import read_checkpoint
+from camlab.data.base import LocalizationDataModule
+from camlab.data.registry import build_datamodule, describe, differences, from_target
 from camlab.errors import CamlabError, report_error
 from camlab.evaluation import report
 from camlab.evaluation.baselines import build_baselines, check_method, fullsup_device
@@ -26,19 +29,62 @@ TABLE = ["max_box_acc_v2", "max_box_acc", "pxap", "top1_loc", "top5_loc", "gt_kn
 TABLE += ["average_drop", "deletion_auc", "insertion_auc", "road", "pointing_game"]
 
 
-def data_config(cfg: DictConfig, ckpt_path: str) -> DictConfig:
-    """``data=...`` from the command line, else the data config of the checkpoint's run."""
-    if cfg.get("data") is not None:
-        return cfg.data
+def run_folder_data(ckpt_path: str) -> tuple[dict | None, Path]:
+    """The data settings in the config of the checkpoint's run folder (``<run>/.hydra``), read as
+    plain values and never instantiated, or None when there is no such file."""
     run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
     if not run_config.is_file():
+        return None, run_config
+    try:
+        run = OmegaConf.load(run_config)
+        node = OmegaConf.create({"paths": {"data_dir": run.paths.data_dir}, "data": run.data})
+        data = OmegaConf.to_container(node, resolve=True)["data"]
+    except Exception as err:  # noqa: BLE001 - YAML, interpolation and key errors alike
         raise CamlabError(
-            f"No data config: {run_config} (the training run's config) does not exist. Name the "
-            "data set the checkpoint was trained on, e.g. data=mnist_embedded."
-        )
-    run = OmegaConf.load(run_config)
-    # The run's own paths.data_dir (it may have been overridden) resolves its data config.
-    return OmegaConf.create({"paths": {"data_dir": run.paths.data_dir}, "data": run.data}).data
+            f"{run_config} (the training run's config) cannot be read ({err}). Name the data set "
+            "on the command line, e.g. data=mnist_embedded."
+        ) from None
+    if not isinstance(data, dict):
+        raise CamlabError(f"{run_config}: `data` is not a mapping. Name the data set (data=...).")
+    return from_target(data, str(run_config)), run_config
+
+
+def evaluation_data(cfg: DictConfig, ckpt_path: str) -> LocalizationDataModule:
+    """The data module to score on: ``data=...`` from the command line, else the data settings
+    the checkpoint records (the model was trained on them), else, for checkpoints that do not
+    record them, the run folder's config; both rebuilt through ``camlab.data.registry``."""
+    loading = {k: cfg[k] for k in ("batch_size", "num_workers") if cfg.get(k) is not None}
+    hparams = read_checkpoint(ckpt_path)["hyper_parameters"]
+    trained = hparams.get("data_config") if isinstance(hparams, dict) else None
+    trained = trained if isinstance(trained, dict) else None  # a bad one fails in loading
+    if cfg.get("data") is not None:
+        datamodule = build(OmegaConf.merge(cfg.data, loading), "data")
+        changed = differences(trained, describe(datamodule)) if trained else []
+        if changed:
+            log.warning("data=... differs from the data the model was trained on: %s.",
+                        "; ".join(changed))  # fmt: skip
+        return datamodule
+    if trained is None:  # a checkpoint from before camlab recorded its data
+        run_data, run_config = run_folder_data(ckpt_path)
+        if run_data is None:
+            raise CamlabError(
+                f"No data config: the checkpoint {ckpt_path} does not record its data and "
+                f"{run_config} (the training run's config) does not exist. Name the data set the "
+                "checkpoint was trained on, e.g. data=mnist_embedded."
+            )
+        return build_datamodule({**run_data, **loading}, str(run_config))
+    try:
+        run_data, run_config = run_folder_data(ckpt_path)
+    except CamlabError:
+        run_data = None  # unreadable: the checkpoint's own settings are used anyway
+    changed = differences(trained, run_data) if run_data else []
+    if changed:
+        log.warning(
+            "%s disagrees with the checkpoint on the data (%s): evaluating on the data settings "
+            "recorded in the checkpoint, which the model was trained with.",
+            run_config, "; ".join(changed),
+        )  # fmt: skip
+    return build_datamodule({**trained, **loading}, f"The checkpoint {ckpt_path}")
 
 
 def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
@@ -91,14 +137,12 @@ def evaluate(cfg: DictConfig) -> dict:
     """Scores the checkpoint's CAMs on ``cfg.split``; writes the report into the run dir."""
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    if not cfg.ckpt_path or not os.path.isfile(cfg.ckpt_path):
+    if not cfg.ckpt_path:
         raise CamlabError(
-            f"ckpt_path={cfg.ckpt_path} does not exist; pass a checkpoint of a training run, e.g. "
+            "ckpt_path is empty; pass a checkpoint of a training run, e.g. "
             "ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
         )
-    data_cfg = data_config(cfg, cfg.ckpt_path)
-    loading = {k: cfg[k] for k in ("batch_size", "num_workers") if cfg.get(k) is not None}
-    datamodule = build(OmegaConf.merge(data_cfg, loading), "data")
+    datamodule = evaluation_data(cfg, str(cfg.ckpt_path))
 
     wanted = scorable_metrics(datamodule, cfg.split, cfg.metrics)
     for method in cfg.cam.methods:
@@ -148,6 +192,7 @@ def evaluate(cfg: DictConfig) -> dict:
     summary = {
         "checkpoint": os.path.abspath(cfg.ckpt_path),
         "data": datamodule.__class__.__name__,
+        "data_settings": describe(datamodule),
         "split": cfg.split,
         "num_images": len(rows),
         "cam_curve_interval": cfg.cam.cam_curve_interval,

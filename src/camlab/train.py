@@ -11,9 +11,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from camlab.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from camlab.data.registry import describe
 from camlab.errors import CamlabError, report_error, user_message
 from camlab.instantiate import build, build_all
 from camlab.launch import check_sweep_extra, in_multirun, multirun_job
+from camlab.models.module import GAPClassifier, check_state_dict
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
@@ -49,20 +51,74 @@ def check_trainer_config(trainer_cfg: DictConfig) -> None:
             )
 
 
-def check_checkpoint(ckpt_path: str, num_classes: int) -> None:
-    """Fails early, with the fix, on a checkpoint that is missing, unreadable, unsafe or for
-    another class count (read with ``weights_only=True``: no code from the file runs)."""
-    hparams = read_checkpoint(ckpt_path)["hyper_parameters"]
-    if hparams.get("num_classes", num_classes) != num_classes:
+def epochs_done(checkpoint: dict) -> int | None:
+    """Training epochs a Lightning checkpoint has finished (its fit loop's processed epochs)."""
+    try:
+        done = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):
+        return None
+    return done if isinstance(done, int) and not isinstance(done, bool) else None
+
+
+def check_checkpoint(ckpt_path: str, model: GAPClassifier, trainer_cfg: DictConfig) -> None:
+    """Fails early, with the fix, on a checkpoint to resume that is missing, unreadable, unsafe,
+    of another network or class count, or whose run is already complete (read with
+    ``weights_only=True``: no code from the file runs)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    saved = checkpoint["hyper_parameters"]
+    saved = saved if isinstance(saved, dict) else {}
+    for key, group in (("backbone", "model"), ("method", "method")):
+        if key in saved and saved[key] != model.hparams[key]:
+            raise CamlabError(
+                f"The checkpoint {ckpt_path} was trained with {key} {saved[key]!r}, but this run "
+                f"builds {model.hparams[key]!r}. Resume with {group}={saved[key]} (and its other "
+                "settings), or start a new run without ckpt_path."
+            )
+    if saved.get("num_classes", model.hparams.num_classes) != model.hparams.num_classes:
         raise CamlabError(
-            f"The checkpoint {ckpt_path} was trained for {hparams['num_classes']} classes, but the "
-            f"data set has {num_classes}. Resume with the data it was trained on "
-            f"(data={hparams.get('data_name', '...')}) or start a new run without ckpt_path."
+            f"The checkpoint {ckpt_path} was trained for {saved['num_classes']} classes, but the "
+            f"data set has {model.hparams.num_classes}. Resume with the data it was trained on "
+            "or start a new run without ckpt_path."
         )
+    check_state_dict(model, checkpoint["state_dict"], ckpt_path)
+    done, max_epochs = epochs_done(checkpoint), trainer_cfg.get("max_epochs")
+    max_steps, step = trainer_cfg.get("max_steps"), checkpoint.get("global_step")
+    epochs_over = done is not None and max_epochs not in (None, -1) and done >= max_epochs
+    steps_over = isinstance(step, int) and max_steps not in (None, -1) and step >= max_steps
+    if epochs_over or steps_over:
+        limit = f"trainer.max_epochs={max_epochs}" if epochs_over else f"max_steps={max_steps}"
+        raise CamlabError(
+            f"The run of {ckpt_path} is already complete: it trained {done} epochs "
+            f"({step} steps) and this run stops at {limit}. To train longer, raise it (e.g. "
+            f"trainer.max_epochs={(done or 0) + 10}); to score the model, run scripts/evaluate.py "
+            f"ckpt_path={ckpt_path}."
+        )
+
+
+def check_monitored(cfg: DictConfig, model: GAPClassifier, datamodule, callbacks: list) -> None:
+    """Fails before training on a monitored or optimized metric name that nothing logs (Lightning
+    would only notice after the first epoch)."""
+    known = {"epoch", "step", *model.logged_names()}
+    for callback in callbacks:
+        if hasattr(callback, "logged_names"):
+            known.update(callback.logged_names(datamodule))
+    wanted = {"optimized_metric": cfg.optimized_metric}
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig) and node.get("monitor"):
+            wanted[f"callbacks.{key}.monitor"] = node.monitor
+    for where, name in wanted.items():
+        # LearningRateMonitor's names (lr-<optimizer>...) depend on the optimizer's groups.
+        if name is not None and not str(name).startswith("lr-") and name not in known:
+            raise CamlabError(
+                f"{where}={name} is never logged in this run. Logged metrics: "
+                f"{', '.join(sorted(known))} (and lr-* from lr_monitor)."
+            )
 
 
 def train(cfg: DictConfig) -> float | None:
     """Fits (and tests) a GAP classifier as configured; returns ``cfg.optimized_metric``."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise CamlabError(f"seed={cfg.seed!r} must be a whole number. Fix the override (seed=42).")
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
     check_trainer_config(cfg.trainer)
@@ -81,6 +137,7 @@ def train(cfg: DictConfig) -> float | None:
         std=list(datamodule.std),
         class_names=list(datamodule.class_names),
         image_size=datamodule.image_size,
+        data_config=describe(datamodule),  # evaluation rebuilds the data from the checkpoint
         # Resuming: the checkpoint holds the weights, so pretrained ones are not fetched again.
         init_from_checkpoint=bool(cfg.ckpt_path),
     )
@@ -93,7 +150,7 @@ def train(cfg: DictConfig) -> float | None:
             "override (e.g. model.optimizer.lr=3e-4)."
         ) from err
     if cfg.ckpt_path:
-        check_checkpoint(cfg.ckpt_path, datamodule.num_classes)
+        check_checkpoint(cfg.ckpt_path, model, cfg.trainer)
 
     trainer_cfg = cfg.trainer
     if trainer_cfg.get("sync_batchnorm") and (
@@ -104,6 +161,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"sync_batchnorm": False})
 
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
+    check_monitored(cfg, model, datamodule, callbacks)
     loggers = build_all(cfg.get("logger"), "logger")
     trainer = build(
         trainer_cfg, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]

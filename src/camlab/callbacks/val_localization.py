@@ -131,6 +131,23 @@ class ValLocalization(Callback):
     def metrics(self) -> tuple[Any, ...]:
         return (self.box_acc_v2, self.box_acc_v1, self.loc_acc, self.pxap)
 
+    def logged_names(self, datamodule: Any) -> list[str]:
+        """The names logged for ``datamodule``'s validation split (boxes and/or masks)."""
+        names = []
+        if datamodule is None or datamodule.has_boxes("val"):
+            names += [
+                "val/max_box_acc_v2",
+                "val/max_box_acc",
+                THRESHOLD_KEY,
+                "val/top1_loc",
+                "val/gt_known_loc",
+                f"val/top1_loc{AT_BEST}",
+                f"val/gt_known_loc{AT_BEST}",
+            ]
+        if datamodule is None or datamodule.has_masks("val"):
+            names.append("val/pxap")
+        return names
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Decided once from the data set, so every DDP rank computes the same metrics.
         data = getattr(trainer, "datamodule", None)

@@ -43,10 +43,21 @@ class LocalizationDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 2, pin_memory: bool = False):
         super().__init__()
+        self.settings: dict = getattr(self, "settings", {})
         self.batch_size = check_count("batch_size", batch_size, 1)
         self.num_workers = check_count("num_workers", num_workers, 0)
         self.pin_memory = pin_memory
         self.splits: dict[str, Dataset] = {}
+
+    def _remember(self, args: dict) -> None:
+        """Keeps the constructor's arguments (``locals()`` at its start) as ``self.settings``:
+        plain values a checkpoint stores, from which ``camlab.data.registry`` rebuilds this
+        module without instantiating anything a file names."""
+        self.settings = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in args.items()
+            if k not in ("self", "__class__")
+        }
 
     @property
     def num_classes(self) -> int:

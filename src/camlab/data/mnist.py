@@ -82,10 +82,21 @@ class MNISTLocDataModule(LocalizationDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
     ) -> None:
+        self._remember(locals())
         super().__init__(batch_size, num_workers, pin_memory)
         check_count("canvas_size", canvas_size, 28)
         check_count("val_size", val_size, 1)
         check_count("test_size", test_size, 1)
+        scales = list(scale_range) if isinstance(scale_range, list | tuple) else []
+        numbers = len(scales) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in scales
+        )
+        if not numbers or not 0 < scales[0] <= scales[1] < float("inf"):
+            raise CamlabError(
+                f"data.scale_range={scale_range!r} must be two numbers [lo, hi] with "
+                "0 < lo <= hi (1 = the digit's 28 px). Fix the override, e.g. "
+                "data.scale_range=[1.0,2.0]."
+            )
         if source not in ("torchvision", "embedded"):
             raise CamlabError(
                 f"Unknown MNIST source '{source}'. Valid choices: torchvision, embedded."

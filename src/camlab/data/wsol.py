@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from camlab.data.base import LocalizationDataModule
-from camlab.data.wsol_metadata import SplitMetadata, check_labels, read_split
+from camlab.data.wsol_metadata import SplitMetadata, check_labels, read_lines, read_split
 from camlab.errors import CamlabError
 from camlab.metrics.scoremap import rescale_boxes, resize_masks
 
@@ -189,6 +189,7 @@ class WSOLDataModule(LocalizationDataModule):
         num_workers: int = 4,
         pin_memory: bool = False,
     ) -> None:
+        self._remember(locals())
         super().__init__(batch_size, num_workers, pin_memory)
         if resize_size < image_size:
             raise CamlabError(
@@ -238,8 +239,7 @@ class WSOLDataModule(LocalizationDataModule):
             self._check_present()
             names_file = os.path.join(self.metadata_root, "class_names.txt")
             if os.path.isfile(names_file):
-                with open(names_file, encoding="utf-8") as f:
-                    names = [line.strip() for line in f if line.strip()]
+                names = [text for _, text in read_lines(names_file) if text]
                 if self._num_classes is not None and self._num_classes != len(names):
                     raise CamlabError(
                         f"data.num_classes={self._num_classes}, but {names_file} names "

@@ -26,6 +26,7 @@ from camlab.errors import CamlabError
 
 BOX_FIELDS = ("path", "x0", "y0", "x1", "y1")
 MASK_FIELDS = ("path", "mask_path", "ignore_path")
+MAX_INT = 2**31 - 1  # labels, sizes and coordinates: far beyond any image or class count
 
 
 @dataclass
@@ -60,24 +61,62 @@ def _error(path: str, lineno: int, what: str) -> CamlabError:
     return CamlabError(f"{path}, line {lineno}: {what}.")
 
 
+def read_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of each line of a UTF-8 text file; bytes that are not UTF-8
+    fail with the file and line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = []
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _error(
+                path, lineno,
+                f"bytes that are not UTF-8 text ({line[err.start : err.start + 4]!r} at column "
+                f"{err.start + 1}); save the file as UTF-8",
+            ) from None  # fmt: skip
+        if "\x00" in text:
+            raise _error(path, lineno, "a NUL character; expected plain text")
+        lines.append((lineno, text.strip()))
+    return lines
+
+
+def check_relative_path(path: str, lineno: int, value: str, what: str) -> str:
+    """``value`` if it is a relative path that stays inside the folder it is relative to;
+    absolute paths and ``..`` that climbs out fail with the file and line."""
+    normal = os.path.normpath(value.replace("\\", "/"))
+    drive = len(value) > 1 and value[1] == ":"  # C:\\... on Windows
+    if os.path.isabs(value) or value.startswith(("/", "\\")) or drive:
+        raise _error(
+            path, lineno,
+            f"{what} '{value}' is an absolute path; expected a path relative to the data root "
+            "(the data set's own files only)",
+        )  # fmt: skip
+    if normal == ".." or normal.startswith("../"):
+        raise _error(
+            path, lineno,
+            f"{what} '{value}' climbs out of the data root with '..'; expected a path inside it",
+        )  # fmt: skip
+    return value
+
+
 def _records(path: str, names: tuple[str, ...] | None) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-blank line; ``names`` fixes the number of fields."""
     if not os.path.isfile(path):
         expected = f"one '{','.join(names)}' line an image" if names else "box or mask lines"
         raise CamlabError(f"{path} does not exist; expected {expected}.")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text:
-                continue
-            fields = [value.strip() for value in text.split(",")]
-            if names is not None and len(fields) != len(names):
-                raise _error(
-                    path, lineno,
-                    f"expected {len(names)} comma-separated fields ({','.join(names)}), got "
-                    f"{len(fields)}: '{text}'",
-                )  # fmt: skip
-            yield lineno, fields
+    for lineno, text in read_lines(path):
+        if not text:
+            continue
+        fields = [value.strip() for value in text.split(",")]
+        if names is not None and len(fields) != len(names):
+            raise _error(
+                path, lineno,
+                f"expected {len(names)} comma-separated fields ({','.join(names)}), got "
+                f"{len(fields)}: '{text}'",
+            )  # fmt: skip
+        yield lineno, fields
 
 
 def _int(path: str, lineno: int, name: str, value: str, minimum: int) -> int:
@@ -87,6 +126,8 @@ def _int(path: str, lineno: int, name: str, value: str, minimum: int) -> int:
         raise _error(path, lineno, f"{name} must be an integer, got '{value}'") from None
     if number < minimum:
         raise _error(path, lineno, f"{name} must be >= {minimum}, got {number}")
+    if number > MAX_INT:
+        raise _error(path, lineno, f"{name} must be at most {MAX_INT}, got {value}")
     return number
 
 
@@ -108,11 +149,10 @@ def read_image_ids(directory: str) -> tuple[list[str], list[int]]:
     ids: list[str] = []
     lines: list[int] = []
     first: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        numbered = [(n, line.strip()) for n, line in enumerate(f, 1)]
-    for lineno, image_id in numbered:
+    for lineno, image_id in read_lines(path):
         if not image_id:
             continue
+        check_relative_path(path, lineno, image_id, "image path")
         if image_id in first:
             previous = first[image_id]
             raise _error(path, lineno, f"image '{image_id}' is listed twice (line {previous})")
@@ -239,6 +279,9 @@ def _read_localization(
         _, mask_path, ignore_path = fields
         if not mask_path:
             raise _error(path, lineno, "the mask path (second field) is empty")
+        check_relative_path(path, lineno, mask_path, "mask path")
+        if ignore_path:
+            check_relative_path(path, lineno, ignore_path, "ignore path")
         if i is None:
             continue
         if masks[i] and ignore_path:

@@ -38,8 +38,9 @@ one file because numba's cache only notices edits to the file a function is defi
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from camlab.metrics.jit import numba
 
 N_LEVELS = 257  # levels 0..255, plus 256 for "empty foreground"
 SIZE, X0, Y0, X1, Y1, FIRST, AREA2, FLAG = range(8)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from torchmetrics import Metric
 
+from camlab.metrics.jit import numba
 from camlab.metrics.thresholds import cam_thresholds
 from camlab.metrics.validation import check_scoremaps
 

@@ -1,5 +1,6 @@
 """The LightningModule: a GAP classifier trained with cross-entropy."""
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,8 +12,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from camlab.checkpoint_io import read_checkpoint
+from camlab.errors import CamlabError
 from camlab.methods import build_method
 from camlab.models.backbones import build_gapnet, check_input_size
+from camlab.models.hparams import check_model_args, checkpoint_hparams
 
 
 class PercentAccuracy(MulticlassAccuracy):
@@ -48,6 +51,8 @@ class GAPClassifier(pl.LightningModule):
         head_layers: backbone layers (names under ``net.features.backbone``) that learn at the
             head's rate, not ``backbone_lr_mult`` times it: the reference trains ResNet50's
             ``layer4`` with its new classifier.
+        data_config: the data module's registry name and settings (``camlab.data.registry``),
+            so evaluation rebuilds the data the model was trained on from the checkpoint alone.
     """
 
     def __init__(
@@ -69,8 +74,11 @@ class GAPClassifier(pl.LightningModule):
         method: str = "cam",
         method_params: dict[str, Any] | None = None,
         head_layers: Sequence[str] = (),
+        data_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        check_model_args(args)
         check_input_size(backbone, image_size)
         # Plain values only: optimizer/scheduler partials stay out of the checkpoint.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -86,6 +94,12 @@ class GAPClassifier(pl.LightningModule):
         self.test_acc = PercentAccuracy(num_classes, average="micro")
         # Sum and count synced across ranks: exact under DDP even when ranks hold unequal shares.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    @staticmethod
+    def logged_names() -> list[str]:
+        """The metric names ``self.log`` writes (what a checkpoint may monitor)."""
+        names = ["train/loss", "train/loss_step", "train/loss_epoch", "train/acc"]
+        return names + [f"{stage}/{m}" for stage in ("val", "test") for m in ("loss", "acc")]
 
     # The CAM interface of GAPNet, reachable from the LightningModule too.
     cam_layer = "net.features"
@@ -173,14 +187,67 @@ class GAPClassifier(pl.LightningModule):
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str, map_location: Any = None, hparams_file: str | None = None,
-        strict: bool | None = None, **kwargs: Any,
-    ) -> "GAPClassifier":  # fmt: skip
-        """Lightning's ``load_from_checkpoint``, but never running code from the file: it is read
-        with ``weights_only=True`` (``camlab.checkpoint_io.read_checkpoint``), and a file that is
-        missing, truncated, foreign or needs code to load raises ``CamlabError``."""
-        kwargs.pop("weights_only", None)
-        read_checkpoint(str(checkpoint_path))
-        return super().load_from_checkpoint(
-            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        cls, checkpoint_path: str, map_location: Any = None, strict: bool = True, **kwargs: Any
+    ) -> "GAPClassifier":
+        """Rebuilds the model a checkpoint describes, never running code from the file.
+
+        The file is read with ``weights_only=True`` (``camlab.checkpoint_io.read_checkpoint``);
+        its hyper-parameters must be this class's plain-valued arguments (Lightning's own loader
+        would also import and call an ``_instantiator`` named in them); the weights must fit the
+        network they describe. Any of these failing raises ``CamlabError``.
+
+        Args:
+            checkpoint_path: a ``.ckpt`` written by ``train.py``.
+            map_location: device for the model (default: CPU).
+            strict: every weight of the network must be in the checkpoint and vice versa.
+            **kwargs: constructor arguments that replace the saved ones (e.g. ``optimizer``).
+        """
+        path = str(checkpoint_path)
+        checkpoint = read_checkpoint(path)
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        hparams = checkpoint_hparams(checkpoint["hyper_parameters"], path, known)
+        try:
+            model = cls(**{**hparams, **kwargs})
+        except CamlabError as err:
+            message = f"The checkpoint {path} describes a model camlab cannot build: {err}"
+            raise CamlabError(message) from None
+        except TypeError as err:  # e.g. a required argument missing from an old checkpoint
+            raise CamlabError(f"The checkpoint {path} lacks model arguments ({err}).") from None
+        check_state_dict(model, checkpoint["state_dict"], path, strict)
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        if map_location is not None and not callable(map_location):
+            model.to(map_location if not isinstance(map_location, dict) else "cpu")
+        return model
+
+
+def check_state_dict(
+    model: torch.nn.Module, state_dict: Any, path: str, strict: bool = True
+) -> None:
+    """Raises CamlabError when ``state_dict`` does not fit ``model`` (missing, unexpected or
+    differently shaped weights), naming the backbone instead of listing every key."""
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise CamlabError(
+            f"{path} has a state_dict that is not a mapping of names to tensors: not a checkpoint "
+            "written by camlab's train.py."
+        )
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [k for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if reshaped or (strict and (missing or unexpected)):
+        hp = getattr(model, "hparams", {})
+        what = f"{hp.get('backbone')} for {hp.get('num_classes')} classes" if hp else "this model"
+        parts = [f"{len(missing)} weights missing" if missing else "",
+                 f"{len(unexpected)} unknown" if unexpected else "",
+                 f"{len(reshaped)} of another shape (e.g. {reshaped[0]}: "
+                 f"{tuple(state_dict[reshaped[0]].shape)} vs {tuple(own[reshaped[0]].shape)})"
+                 if reshaped else ""]  # fmt: skip
+        first = (missing or unexpected or [""])[0]
+        raise CamlabError(
+            f"The weights in {path} do not fit a {what} ({', '.join(p for p in parts if p)}"
+            f"{f'; first: {first}' if first else ''}): it was saved from another network. Use "
+            "the model settings it was trained with (its backbone, method and data), or start a "
+            "new run without ckpt_path."
         )
