@@ -73,6 +73,11 @@ class LastEveryEpochCheckpoint(ModelCheckpoint):
             if not (state.get(key) is None or isinstance(state.get(key), torch.Tensor)):
                 dropped.append(f"{key}={state[key]!r}")
                 state[key] = None
+        if state.get("last_model_path") == "" and self.dirpath is not None:
+            # This run's own last.ckpt: rewritten in place, not versioned as last-v1.ckpt.
+            state["last_model_path"] = os.path.join(
+                self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION
+            )
         state["best_model_score"] = state.get("best_model_score")
         if state.get("kth_value") is None:
             state.pop("kth_value", None)  # keep the mode's initial +-inf

@@ -206,6 +206,7 @@ class GAPClassifier(pl.LightningModule):
         checkpoint = read_checkpoint(path)
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         hparams = checkpoint_hparams(checkpoint["hyper_parameters"], path, known)
+        hparams["init_from_checkpoint"] = True  # the weights are in the file: fetch none
         try:
             model = cls(**{**hparams, **kwargs})
         except CamlabError as err:
