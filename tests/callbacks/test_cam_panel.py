@@ -1,5 +1,6 @@
 """CAMPanel: panels in TensorBoard, fixed images and GT boxes, no side effects on training."""
 
+import copy
 import math
 import random
 from types import SimpleNamespace
@@ -118,7 +119,6 @@ def test_each_method_boxes_at_its_own_threshold(fitted):
         metric.update(cams_to_scoremaps(cams, (64, 64)), boxes)
         expected[method] = float(metric.compute()["best_threshold@50"])
     assert panel.thresholds == pytest.approx(expected)
-    assert expected["gradcam"] != expected["cam"]  # one shared threshold would be wrong here
     # CAM's own threshold on the whole split is the one ValLocalization logs.
     assert panel.thresholds["cam"] == pytest.approx(
         float(trainer.callback_metrics["val/max_box_acc_threshold"])
@@ -134,12 +134,42 @@ def test_each_method_boxes_at_its_own_threshold(fitted):
         fixed._batch = panel._batch
         image = fixed.render(model)[f"cam/{method}"].permute(1, 2, 0).numpy()
         assert np.array_equal(image[HEADER_H:], logged[HEADER_H:]), method
+
+
+def test_methods_whose_best_thresholds_differ_each_get_their_own(fitted):
+    """Built so the two thresholds differ on any machine: each class's CAM weights are shifted by
+    the value that centres its CAM on the validation images, so every CAM takes both signs.
+    With GAP + linear, Grad-CAM is the ReLU of the same map: it drops the negative part that
+    CAM's min-max normalisation keeps, and their best thresholds part by a margin."""
+    _, trainer, model = fitted
+    fitted_panel = next(cb for cb in trainer.callbacks if isinstance(cb, CAMPanel))
+    cal = fitted_panel._calibration
+    shifted = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        feats = shifted.net.forward_with_features(cal["image"])[1].mean((0, 2, 3))  # [C]
+        weight = shifted.net.classifier.weight  # [K, C]
+        weight -= ((weight @ feats) / feats.sum())[:, None]
+    boxes = [b[b[:, 0] >= 0] for b in cal["boxes"]]
+    expected = {}
+    for method in METHODS:
+        metric = MaxBoxAcc(0.01, (50,), multi_contour=False)
+        cams = compute_cam(shifted, cal["image"], method, targets=cal["label"])
+        assert cams.min() < 0 < cams.max() if method == "cam" else cams.min() >= 0
+        metric.update(cams_to_scoremaps(cams, (64, 64)), boxes)
+        expected[method] = float(metric.compute()["best_threshold@50"])
+    assert abs(expected["gradcam"] - expected["cam"]) >= 0.05, expected
+
+    panel = CAMPanel(methods=METHODS)
+    panel._batch, panel._calibration = fitted_panel._batch, cal
+    rendered = panel.render(shifted)
+    assert panel.thresholds == pytest.approx(expected)
+    # CAM's red boxes at its own threshold are not those at Grad-CAM's.
     other = CAMPanel(methods=("cam",), box_threshold=expected["gradcam"])
     other._batch = panel._batch
     red = np.array([255, 0, 0], np.uint8)
-    at_other = other.render(model)["cam/cam"].permute(1, 2, 0).numpy()
-    logged_cam = decode(events.Images("cam/cam")[-1])
-    assert not np.array_equal((at_other == red).all(-1), (logged_cam == red).all(-1))
+    at_other = other.render(shifted)["cam/cam"].permute(1, 2, 0).numpy()
+    own = rendered["cam/cam"].permute(1, 2, 0).numpy()
+    assert not np.array_equal((at_other == red).all(-1), (own == red).all(-1))
 
 
 def test_resumed_fit_logs_no_second_untrained_panel(tmp_path):

@@ -61,9 +61,12 @@ def test_mask_paths_outside_the_mask_root_are_refused(tmp_path):
     loc = split / "localization.txt"
     lines = loc.read_text().splitlines()
     image = lines[0].split(",")[0]
-    for line, words in [(f"{image},../../x.png,", "mask path '../../x.png' climbs out"),
-                        (f"{image},/tmp/x.png,", "mask path '/tmp/x.png' is an absolute"),
-                        (f"{image},m.png,/etc/shadow", "ignore path '/etc/shadow' is an absolute")]:  # fmt: skip
+    cases = [
+        (f"{image},../../x.png,", "mask path '../../x.png' climbs out"),
+        (f"{image},/tmp/x.png,", "mask path '/tmp/x.png' is an absolute"),
+        (f"{image},m.png,/etc/shadow", "ignore path '/etc/shadow' is an absolute"),
+    ]
+    for line, words in cases:
         loc.write_text("\n".join([line, *lines[1:]]) + "\n")
         with pytest.raises(CamlabError, match=rf"{loc}, line 1: {words}"):
             read_split(str(split))
@@ -74,8 +77,8 @@ def test_mask_paths_outside_the_mask_root_are_refused(tmp_path):
 def test_bytes_that_are_not_utf8_name_file_and_line(split, name):
     path = split / name
     replace_line(path, 3, b"0.red/caf\xe9.png,0")  # Latin-1, as an old editor saves it
-    with pytest.raises(CamlabError, match=rf"{path}, line 3: bytes that are not UTF-8 text "
-                                          r"\(b'\\xe9.pn' at column 10\); save the file as UTF-8"):  # fmt: skip
+    words = r"bytes that are not UTF-8 text \(b'\\xe9.pn' at column 10\); save the file as UTF-8"
+    with pytest.raises(CamlabError, match=rf"{path}, line 3: {words}"):
         read_split(str(split))
 
 
@@ -87,7 +90,7 @@ def test_class_names_file_that_is_not_utf8(tmp_path):
     names.write_bytes(b"red\ngr\xfcn\nblue\n")
     dm = WSOLDataModule(str(tmp_path / "dataset" / "CUB"), str(tmp_path / "metadata" / "CUB"))
     with pytest.raises(CamlabError, match=rf"{names}, line 2: bytes that are not UTF-8"):
-        dm.class_names
+        _ = dm.class_names
 
 
 # -- fuzz: mutated metadata lines ------------------------------------------------------------
@@ -182,8 +185,10 @@ VALUES = [None, True, -1, 0, 10**12, 2**63, 1e308, float("nan"), "", "resnet18",
           ("squeezenet1_1",), [[[[[[[[1]]]]]]]]]  # fmt: skip
 
 
-BENIGN = [("label_smoothing", 0.1), ("backbone_lr_mult", 1.0), ("pretrained", True),
-          ("image_size", None), ("class_names", None), ("mean", [0.5]), ("init_from_checkpoint", False)]  # fmt: skip
+BENIGN = [
+    ("label_smoothing", 0.1), ("backbone_lr_mult", 1.0), ("pretrained", True), ("image_size", None),
+    ("class_names", None), ("mean", [0.5]), ("init_from_checkpoint", False),
+]  # fmt: skip
 
 
 def test_fuzzed_checkpoints_give_camlab_errors_or_a_working_model(tmp_path):

@@ -120,8 +120,9 @@ def run_folder(tmp_path, data: dict, data_config=None):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / ".hydra").mkdir()
-    model = GAPClassifier("squeezenet1_1", num_classes=10, in_channels=1,
-                          class_names=[str(d) for d in range(10)], data_config=data_config)  # fmt: skip
+    names = [str(d) for d in range(10)]
+    model = GAPClassifier("squeezenet1_1", num_classes=10, in_channels=1, class_names=names,
+                          data_config=data_config)  # fmt: skip
     path = run / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
     config = {"paths": {"data_dir": str(tmp_path)}, "data": data}
@@ -154,8 +155,8 @@ def test_run_folder_config_never_chooses_a_callable(tmp_path):
 def test_evaluation_takes_the_data_from_the_checkpoint(tmp_path, caplog):
     # Run A trained on 56 px canvases; a later failed run rewrote the folder's config to 112 px.
     trained = describe(ShapesDataModule(image_size=48, val_size=8, test_size=8))
-    ckpt = run_folder(tmp_path, {"_target_": "camlab.data.shapes.ShapesDataModule",
-                                 "image_size": 112, "val_size": 8}, data_config=trained)  # fmt: skip
+    rewritten = {"_target_": "camlab.data.shapes.ShapesDataModule", "image_size": 112}
+    ckpt = run_folder(tmp_path, rewritten, data_config=trained)
     with caplog.at_level(logging.WARNING, logger="camlab.evaluate"):
         dm = camlab.evaluate.evaluation_data(eval_cfg(), ckpt)
     assert isinstance(dm, ShapesDataModule) and dm.image_size == 48 and dm.num_workers == 0
@@ -380,8 +381,9 @@ def test_numba_cache_goes_to_the_user_cache_folder(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
     package = ROOT / "src" / "camlab" / "metrics" / "__pycache__"
     before = sorted(package.glob("*.nb*")) if package.exists() else []
-    for extra, where in [({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, tmp_path / "xdg" / "camlab"),
-                         ({"NUMBA_CACHE_DIR": str(tmp_path / "own")}, tmp_path / "own")]:  # fmt: skip
+    cases = [({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, tmp_path / "xdg" / "camlab"),
+             ({"NUMBA_CACHE_DIR": str(tmp_path / "own")}, tmp_path / "own")]  # fmt: skip
+    for extra, where in cases:
         out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         assert out.returncode == 0, out.stderr[-2000:]
