@@ -1,6 +1,7 @@
 """Exact identities and hand-computed values, not just shapes."""
 
 import copy
+
 import pytest
 import torch
 from cam_helpers import few_samples
