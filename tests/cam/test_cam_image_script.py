@@ -42,10 +42,11 @@ def test_torchvision_model_end_to_end(image_file, tmp_path):
 
 
 def test_checkpoint_of_ours(image_file, tmp_path):
-    module_mod = pytest.importorskip("camlab.models.module")
     import pytorch_lightning as pl
 
-    model = module_mod.GAPClassifier(
+    from camlab.models.module import GAPClassifier
+
+    model = GAPClassifier(
         backbone="resnet18", num_classes=3, in_channels=1, class_names=["a", "b", "c"]
     )
     ckpt = tmp_path / "m.ckpt"

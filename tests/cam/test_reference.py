@@ -5,12 +5,11 @@ size; on TinyNet (stride 1) the resize is the identity, so ours is compared afte
 """
 
 import pytest
+import pytorch_grad_cam as pgc
 import torch
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from camlab.cam import compute_cam, minmax_normalize
-
-pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 PEERS = {
     "gradcam": pgc.GradCAM,

@@ -14,18 +14,17 @@ is compared exactly.
 
 import numpy as np
 import pytest
+import pytorch_grad_cam as pgc
 import torch
+import torchcam.methods as torchcam_methods
 import torchvision
+from pytorch_grad_cam import base_cam, eigen_grad_cam, fullgrad_cam, hirescam, layer_cam
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 from torchvision.models import VisionTransformer
 
 import camlab.cam.ablation as ablation
 from camlab.cam import compute_cam, default_cam_layer, minmax_normalize, resize_maps
-
-pgc = pytest.importorskip("pytorch_grad_cam")
-torchcam_methods = pytest.importorskip("torchcam.methods")
-from pytorch_grad_cam import base_cam, eigen_grad_cam, fullgrad_cam, hirescam, layer_cam  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform  # noqa: E402
 
 TARGETS = torch.tensor([0, 3, 4])
 

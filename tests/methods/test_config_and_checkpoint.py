@@ -2,6 +2,7 @@
 paragraph, and a checkpoint of every method loads with GAPClassifier.load_from_checkpoint alone."""
 
 import functools
+import inspect
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ REFERENCE_DEFAULTS = {
     "adl": {"drop_rate": 0.75, "threshold": 0.9},
     "cutmix": {"beta": 1.0, "prob": 1.0},
 }  # fmt: skip
+NOT_HYPERPARAMETERS = ("self", "net", "backbone", "num_classes")
 
 
 def test_config_group_defaults_are_the_references():
@@ -35,9 +37,18 @@ def test_config_group_defaults_are_the_references():
         for name, defaults in REFERENCE_DEFAULTS.items():
             node = OmegaConf.to_container(compose("train", overrides=[f"method={name}"]).method)
             assert node.pop("name") == name and node == defaults
-            # and every class's own defaults agree with its config file
-            method = build_method(name, build_gapnet("resnet18", 2), "resnet18", 2, **node)
+            # and every class's own defaults agree with its config file (built without them)
+            params = inspect.signature(METHODS[name].__init__).parameters
+            own = {k: p.default for k, p in params.items() if k not in NOT_HYPERPARAMETERS}
+            assert own == defaults, name
+            method = build_method(name, build_gapnet("resnet18", 2), "resnet18", 2)
             assert type(method) is METHODS[name]
+            if name == "spg":  # held as (high, low) pairs, in the config's order
+                assert [v for pair in method.thresholds for v in pair] == list(defaults.values())
+                continue
+            for key, value in defaults.items():  # the instance holds them too
+                held = [getattr(m, key) for m in (method, *method.modules()) if hasattr(m, key)]
+                assert held and all(v == value for v in held), (name, key, held)
 
 
 def test_bad_method_settings_are_one_paragraph():
