@@ -59,7 +59,8 @@ def evaluation_data(cfg: DictConfig, ckpt_path: str) -> LocalizationDataModule:
     trained = trained if isinstance(trained, dict) else None  # a bad one fails in loading
     if cfg.get("data") is not None:
         datamodule = build(OmegaConf.merge(cfg.data, loading), "data")
-        changed = differences(trained, describe(datamodule)) if trained else []
+        used = describe(datamodule)
+        changed = differences(trained, used) if trained and used else []
         if changed:
             log.warning("data=... differs from the data the model was trained on: %s.",
                         "; ".join(changed))  # fmt: skip

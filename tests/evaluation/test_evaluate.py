@@ -6,6 +6,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, SHAPES, evaluate, run
 from hydra import compose, initialize_config_dir
 from oracle import max_box_acc, pxap
@@ -104,12 +105,17 @@ def test_bad_input_errors(trained, tmp_path, overrides, expected):
         camlab_evaluate(cfg)
 
 
-def test_no_run_config_asks_for_data(trained, tmp_path):
+def test_no_recorded_data_and_no_run_config_asks_for_data(trained, tmp_path):
+    # A checkpoint alone (no run folder) still knows its data; one from before camlab recorded
+    # it needs data=... on the command line.
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["data_config"]["module"] == "shapes"
+    del checkpoint["hyper_parameters"]["data_config"]
     alone = tmp_path / "alone.ckpt"
-    alone.write_bytes((trained / "checkpoints" / "last.ckpt").read_bytes())
+    torch.save(checkpoint, alone)
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={alone}", f"paths.output_dir={tmp_path}"])
-    with pytest.raises(CamlabError, match="data=mnist_embedded"):
+    with pytest.raises(CamlabError, match="does not record its data.*e.g. data=mnist_embedded"):
         camlab_evaluate(cfg)
 
 

@@ -86,20 +86,22 @@ def test_optuna_search_returns_metric_resumes_and_summarizes(tmp_path):
     assert float(rows[0]["val/max_box_acc_v2"]) == pytest.approx(max(t.value for t in trials))
 
     # The same command again continues the study (load_if_exists). This session's trial
-    # returns a metric that is never logged: a clear error, and the trial is recorded as
-    # failed, not left RUNNING in the study.
+    # optimizes a metric that is never logged: a clear error before it trains, and the trial is
+    # recorded as failed, not left RUNNING in the study.
     out = run_train(
         *common, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 's2'}",
         "optimized_metric=val/nope", "callbacks.model_checkpoint.monitor=val/acc",
     )  # fmt: skip
     assert out.returncode != 0
-    assert "Error: optimized_metric=val/nope was never logged" in out.stderr, out.stderr[-3000:]
+    error = "Error: optimized_metric=val/nope is never logged in this run"
+    assert error in out.stderr, out.stderr[-3000:]
     assert "val/max_box_acc_v2" in out.stderr  # the logged names, to pick from
     states = [(t.number, t.state.name) for t in optuna_trials(storage, "tiny")]
     assert states == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "FAIL")]
     (job,) = job_dirs(tmp_path / "s2")  # "val/nope" nests the job directory: still found
-    assert metrics(job)["value"] is None
-    assert "| no metric |" in run_summarize(tmp_path / "s2").stdout
+    assert not (job / "checkpoints").exists()  # refused before training
+    assert error in (job / "train.log").read_text()
+    assert "| failed |" in run_summarize(tmp_path / "s2").stdout
 
 
 def test_slurm_launcher_composes_for_ddp(tmp_path, monkeypatch):

@@ -35,16 +35,13 @@ def _is_plain(value: Any) -> bool:
     )
 
 
-def describe(datamodule: LocalizationDataModule) -> dict[str, Any]:
-    """``{"module": <registry name>, **constructor arguments}`` of a camlab data module."""
+def describe(datamodule: LocalizationDataModule) -> dict[str, Any] | None:
+    """``{"module": <registry name>, **constructor arguments}`` of one of camlab's data modules;
+    None for others (a subclass of the user's): evaluation then needs ``data=...``."""
     for name, cls in DATA_MODULES.items():
         if type(datamodule) is cls:
             return {"module": name, **datamodule.settings}
-    raise CamlabError(
-        f"{type(datamodule).__name__} is not one of camlab's data modules "
-        f"({', '.join(c.__name__ for c in DATA_MODULES.values())}); checkpoints record only "
-        "those, so evaluation can rebuild them."
-    )
+    return None
 
 
 def from_target(node: Mapping[str, Any], source: str) -> dict[str, Any]:
