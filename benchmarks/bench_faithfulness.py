@@ -170,7 +170,7 @@ def main() -> None:
     with torch.no_grad():
         logits = model(x)
 
-    def camlab_drop_reusing_logits():  # as scripts/evaluate.py does: one forward pass, not two
+    def camlab_drop_reusing_logits():  # as evaluate.py does: one forward pass, not two
         metric = AverageDropIncrease().to(device)
         metric.update(model, x, maps, labels, logits=logits)
         return metric.compute()

@@ -1,4 +1,4 @@
-"""Evaluation entry point: ``python scripts/evaluate.py ckpt_path=<ckpt>`` (configs/eval.yaml)."""
+"""Evaluation entry point: ``python evaluate.py ckpt_path=<ckpt>`` (configs/eval.yaml)."""
 
 import json
 import logging
@@ -24,7 +24,8 @@ from camlab.instantiate import build
 from camlab.models.module import GAPClassifier
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
+# Shipped inside the package, so an installed wheel runs from any directory.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 TABLE = ["max_box_acc_v2", "max_box_acc", "pxap", "top1_loc", "top5_loc", "gt_known_loc"]
 TABLE += ["average_drop", "deletion_auc", "insertion_auc", "road", "pointing_game"]
 

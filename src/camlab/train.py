@@ -18,7 +18,8 @@ from camlab.launch import check_sweep_extra, in_multirun, multirun_job
 from camlab.models.module import GAPClassifier, check_state_dict
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
+# Shipped inside the package, so an installed wheel runs from any directory.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 # Trainer settings that must be whole numbers (None allowed), and the limit_* ones that may also
@@ -90,7 +91,7 @@ def check_checkpoint(ckpt_path: str, model: GAPClassifier, trainer_cfg: DictConf
         raise CamlabError(
             f"The run of {ckpt_path} is already complete: it trained {done} epochs "
             f"({step} steps) and this run stops at {limit}. To train longer, raise it (e.g. "
-            f"trainer.max_epochs={(done or 0) + 10}); to score the model, run scripts/evaluate.py "
+            f"trainer.max_epochs={(done or 0) + 10}); to score the model, run evaluate.py "
             f"ckpt_path={ckpt_path}."
         )
 

@@ -25,7 +25,7 @@ def run(script: str, *overrides: str, run_dir: Path, timeout: int = 300):
 
 
 def evaluate(*overrides: str, run_dir: Path) -> dict:
-    out = run("scripts/evaluate.py", *overrides, run_dir=run_dir)
+    out = run("evaluate.py", *overrides, run_dir=run_dir)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
 

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py end to end: files written, numbers equal to the reference oracle."""
+"""evaluate.py end to end: files written, numbers equal to the reference oracle."""
 
 import csv
 import json
@@ -82,7 +82,7 @@ def test_val_split_matches_the_training_log(trained, tmp_path):
 
 
 def test_bad_checkpoint_path_gives_one_clear_error(tmp_path):
-    out = run("scripts/evaluate.py", "ckpt_path=missing.ckpt", run_dir=tmp_path)
+    out = run("evaluate.py", "ckpt_path=missing.ckpt", run_dir=tmp_path)
     assert out.returncode == 1
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
@@ -124,7 +124,7 @@ def test_two_process_ddp_equals_one_process(trained, tmp_path):
     ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
     common = [ckpt, "num_workers=0", "batch_size=5", "trainer.accelerator=cpu"]
     one = evaluate(*common, run_dir=tmp_path / "one")
-    out = run("scripts/evaluate.py", *common, "trainer=ddp", "trainer.devices=2",
+    out = run("evaluate.py", *common, "trainer=ddp", "trainer.devices=2",
               run_dir=tmp_path / "two")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MEMBER: 2/2" in out.stdout + out.stderr  # two real processes (gloo)

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py metrics=[...,faithfulness]: the numbers of camlab.metrics on the split."""
+"""evaluate.py metrics=[...,faithfulness]: the numbers of camlab.metrics on the split."""
 
 import json
 
@@ -72,7 +72,7 @@ def test_two_process_ddp_faithfulness_equals_the_metrics(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     common = [f"ckpt_path={ckpt}", "cam.methods=[cam]", "metrics=[faithfulness]",
               "num_workers=0", "batch_size=5", "trainer.accelerator=cpu", *FAITH]  # fmt: skip
-    out = run("scripts/evaluate.py", *common, "trainer=ddp", "trainer.devices=2",
+    out = run("evaluate.py", *common, "trainer=ddp", "trainer.devices=2",
               run_dir=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MEMBER: 2/2" in out.stdout + out.stderr

@@ -67,7 +67,7 @@ def test_crafted_checkpoint_is_refused_by_every_entry_point(crafted, tmp_path, c
     _one_paragraph(out, "Refused to load", "weights_only=True")
 
     out = run_train(f"ckpt_path={path}", "data=mnist_embedded", "data.num_workers=0",
-                    run_dir=tmp_path / "eval", script="scripts/evaluate.py")  # fmt: skip
+                    run_dir=tmp_path / "eval", script="evaluate.py")  # fmt: skip
     _one_paragraph(out, "Refused to load")
 
     spec = importlib.util.spec_from_file_location("cam_image", ROOT / "scripts" / "cam_image.py")

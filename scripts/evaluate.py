@@ -1,7 +1,0 @@
-#!/usr/bin/env python
-"""``python scripts/evaluate.py ckpt_path=<ckpt> [data=...] [split=test]`` (configs/eval.yaml)."""
-
-from camlab.evaluate import main
-
-if __name__ == "__main__":
-    main()
