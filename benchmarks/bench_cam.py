@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from camlab.cam import METHODS, compute_cam
+from camlab.cam import CAM_METHODS, compute_cam
 
 PGC = {
     "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
@@ -164,7 +164,7 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
         per_image(model, x, fwd / args.batch, args)
         return
     print("| method | camlab | pytorch-grad-cam | torchcam |\n|---|---|---|---|")
-    rows = [(m, {}) for m in METHODS if m != "scorecam" and m not in PER_IMAGE]
+    rows = [(m, {}) for m in CAM_METHODS if m != "scorecam" and m not in PER_IMAGE]
     rows += OPTION_ROWS
     if args.methods:
         rows = [(m, o) for m, o in rows if m in args.methods]

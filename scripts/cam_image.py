@@ -20,9 +20,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from camlab.cam import METHODS, compute_cam
-from camlab.cam.overlay import IMAGENET_MEAN, IMAGENET_STD, render_cams
+from camlab.cam import CAM_METHODS, compute_cam
+from camlab.cam.overlay import render_cams
 from camlab.errors import CamlabError
+from camlab.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 class LoadedModel:
@@ -159,7 +160,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument("--checkpoint", help="camlab GAPClassifier checkpoint (.ckpt)")
     source.add_argument("--arch", help="torchvision model name, e.g. resnet50")
     parser.add_argument("--no-pretrained", action="store_true", help="random torchvision weights")
-    parser.add_argument("--method", default="gradcam", choices=list(METHODS))
+    parser.add_argument("--method", default="gradcam", choices=list(CAM_METHODS))
     parser.add_argument("--topk", type=int, default=3, help="classes per image (default 3)")
     parser.add_argument("--layer", default=None, help="target layer name (default: CAM layer)")
     parser.add_argument("--size", type=int, default=None, help="input side (default: model's)")

@@ -7,7 +7,7 @@ import torch
 from cam_helpers import few_samples
 from torch import nn
 
-from camlab.cam import METHODS, cam_from_features, compute_cam
+from camlab.cam import CAM_METHODS, cam_from_features, compute_cam
 from camlab.errors import CamlabError
 from camlab.models.backbones import build_gapnet
 
@@ -168,7 +168,7 @@ def test_scorecam_matches_per_channel_loop(tiny, images):
 
 
 def test_output_size_and_normalize(gapnet, x64, tiny, images):
-    for method in METHODS:
+    for method in CAM_METHODS:
         # SS-CAM / IS-CAM: Score-CAM's passes again (1024 forwards): on TinyNet instead.
         model, x = (tiny, images) if method in ("sscam", "iscam") else (gapnet, x64)
         kwargs = few_samples(method)

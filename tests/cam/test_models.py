@@ -5,7 +5,7 @@ import torch
 import torchvision
 from cam_helpers import few_samples
 
-from camlab.cam import METHODS, compute_cam, default_cam_layer
+from camlab.cam import CAM_METHODS, compute_cam, default_cam_layer
 from camlab.errors import CamlabError
 from camlab.models.backbones import build_gapnet
 
@@ -50,7 +50,7 @@ def test_plain_torchvision(name, layer, has_head):
     model = torchvision.models.get_model(name, weights=None).eval()
     assert default_cam_layer(model) == layer
     x = torch.randn(2, 3, 64, 64)
-    for method in METHODS:
+    for method in CAM_METHODS:
         if method in ("sscam", "iscam") or (method == "ablationcam" and not has_head):
             continue  # one forward per channel (and sample): tested in test_reference_more.py
         if method == "cam" and not has_head:

@@ -7,9 +7,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from camlab.cam import METHODS, compute_cam
+from camlab.cam import CAM_METHODS, compute_cam
 
-GRAD_METHODS = [m for m in METHODS if METHODS[m].needs_grads]
+GRAD_METHODS = [m for m in CAM_METHODS if CAM_METHODS[m].needs_grads]
 # Methods with their own backward passes (FullGrad to the input, SmoothGrad-CAM++ per sample).
 BACKWARD_METHODS = [*GRAD_METHODS, "fullgrad", "smoothgradcam++"]
 
@@ -24,7 +24,7 @@ def _hooks(model: nn.Module) -> int:
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [(m, {}) for m in METHODS]
+    [(m, {}) for m in CAM_METHODS]
     + [(m, {"aug_smooth": True}) for m in ("gradcam", "smoothgradcam++", "fullgrad")]
     + [(m, {"eigen_smooth": True}) for m in ("gradcam++", "ablationcam", "sscam", "fullgrad")],
 )

@@ -11,6 +11,7 @@ import pytest
 import torch
 from wsol_fake import COLORS, make_box_dataset, make_mask_dataset, write_lines
 
+from camlab.cam.overlay import denormalize
 from camlab.data.wsol import WSOLDataModule, collate_wsol
 from camlab.errors import CamlabError
 
@@ -60,10 +61,10 @@ def test_val_batch_boxes_are_rescaled_as_the_reference(boxes_root):
     ]
     assert "mask" not in batch and dm.has_boxes("val") and not dm.has_masks("val")
     # image and boxes share the frame: the centre of each box has the class colour
-    images = dm.denormalize(batch["image"])
+    images = denormalize(batch["image"], dm.mean, dm.std).float()  # uint8 RGB values
     for b, label in enumerate(batch["label"].tolist()):
         x0, y0, x1, y1 = batch["box"][b, 0].tolist()
-        pixel = images[b, :, (y0 + y1) // 2, (x0 + x1) // 2] * 255
+        pixel = images[b, :, (y0 + y1) // 2, (x0 + x1) // 2]
         assert torch.allclose(pixel, torch.tensor(COLORS[label], dtype=torch.float32), atol=2)
 
 

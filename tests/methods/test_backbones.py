@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from camlab.methods import METHODS, build_method
+from camlab.methods import WSOL_METHODS, build_method
 from camlab.models import build_gapnet
 
 # Small inputs (inception_v3's smallest, 75 px: a 1 x 1 CAM layer), as the wsolevaluation
@@ -22,7 +22,7 @@ def base_nets():
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(WSOL_METHODS))
 def test_train_step_then_eval_equals_plain_network(base_nets, backbone, method):
     size = BACKBONES[backbone]
     net = copy.deepcopy(base_nets[backbone])
@@ -56,4 +56,4 @@ def test_train_step_then_eval_equals_plain_network(base_nets, backbone, method):
     with torch.no_grad():
         got, want = net.forward_with_features(x), plain.forward_with_features(x)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert torch.equal(net.class_activation_maps(got[1]), plain.class_activation_maps(want[1]))
+    assert torch.equal(net.classifier.weight, plain.classifier.weight)  # hence the same CAMs

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from camlab.errors import CamlabError
-from camlab.methods import METHODS, build_method
+from camlab.methods import WSOL_METHODS, build_method
 from camlab.models import build_gapnet
 from camlab.models.module import GAPClassifier
 
@@ -31,18 +31,18 @@ NOT_HYPERPARAMETERS = ("self", "net", "backbone", "num_classes")
 
 
 def test_config_group_defaults_are_the_references():
-    assert set(METHODS) == set(REFERENCE_DEFAULTS)
+    assert set(WSOL_METHODS) == set(REFERENCE_DEFAULTS)
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         assert compose("train").method.name == "cam"  # the default: plain training
         for name, defaults in REFERENCE_DEFAULTS.items():
             node = OmegaConf.to_container(compose("train", overrides=[f"method={name}"]).method)
             assert node.pop("name") == name and node == defaults
             # and every class's own defaults agree with its config file (built without them)
-            params = inspect.signature(METHODS[name].__init__).parameters
+            params = inspect.signature(WSOL_METHODS[name].__init__).parameters
             own = {k: p.default for k, p in params.items() if k not in NOT_HYPERPARAMETERS}
             assert own == defaults, name
             method = build_method(name, build_gapnet("resnet18", 2), "resnet18", 2)
-            assert type(method) is METHODS[name]
+            assert type(method) is WSOL_METHODS[name]
             if name == "spg":  # held as (high, low) pairs, in the config's order
                 assert [v for pair in method.thresholds for v in pair] == list(defaults.values())
                 continue
@@ -90,7 +90,7 @@ def test_checkpoint_loads_alone_with_the_method_and_evaluates_as_the_plain_netwo
     hparams = torch.load(path, weights_only=True)["hyper_parameters"]
     assert hparams["method"] == method and hparams["method_params"] == params
     loaded = GAPClassifier.load_from_checkpoint(str(path)).eval()
-    assert type(loaded.wsol_method) is METHODS[method]
+    assert type(loaded.wsol_method) is WSOL_METHODS[method]
     state, got = model.state_dict(), loaded.state_dict()
     assert state.keys() == got.keys() and all(torch.equal(state[k], got[k]) for k in state)
     if method == "acol":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from camlab.methods import METHODS
+from camlab.methods import WSOL_METHODS
 from camlab.models.module import GAPClassifier
 from camlab.train import train
 
@@ -27,7 +27,7 @@ MAX_LOSS_RATIO = 0.97  # last-5 mean / first-5 mean
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(WSOL_METHODS))
 def test_method_learns_embedded_digits(tmp_path, method):
     steps = METHOD_STEPS.get(method, STEPS)
     overrides = [
@@ -52,4 +52,4 @@ def test_method_learns_embedded_digits(tmp_path, method):
 
     # The run's checkpoint is the method's model and loads alone.
     model = GAPClassifier.load_from_checkpoint(str(tmp_path / "checkpoints" / "last.ckpt"))
-    assert model.hparams.method == method and type(model.wsol_method) is METHODS[method]
+    assert model.hparams.method == method and type(model.wsol_method) is WSOL_METHODS[method]

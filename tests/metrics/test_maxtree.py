@@ -13,9 +13,9 @@ from cases import ALL_KINDS, EXTRA_KINDS, dataset, gt_boxes, scoremap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from opencv_curve import max_iou_curve_opencv
 
 from camlab.metrics import cam_thresholds, max_iou_curve
-from camlab.metrics.contours import max_iou_curve_opencv
 from camlab.metrics.maxtree import level_ious
 from camlab.metrics.thresholds import quantize
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from camlab.cam.overlay import denormalize
 from camlab.data import MNISTLocDataModule, ShapesDataModule
 from camlab.data.canvas import INK_THRESHOLD, place_digit
 from camlab.errors import CamlabError
@@ -29,7 +30,7 @@ def test_embedded_mnist_splits_and_fixed_val_placements():
     x0, y0, x1, y1 = item["box"][0].tolist()
     assert 0 <= x0 <= x1 < 64 and 0 <= y0 <= y1 < 64
     # the box holds the ink: every bright pixel lies inside it
-    img = dm.denormalize(item["image"][None])[0, 0]
+    img = denormalize(item["image"][None], dm.mean, dm.std)[0, 0].float() / 255
     ys, xs = torch.nonzero(img > INK_THRESHOLD / 255 + 0.01, as_tuple=True)
     assert xs.min() >= x0 and xs.max() <= x1 and ys.min() >= y0 and ys.max() <= y1
     # val and test placements differ, training placements are redrawn

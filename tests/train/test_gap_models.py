@@ -7,6 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from camlab.cam import cam_from_features
 from camlab.data import MNISTLocDataModule
 from camlab.errors import CamlabError
 from camlab.models import BACKBONES, build_gapnet
@@ -45,7 +46,8 @@ def test_gap_head_is_mean_then_linear():
     expected = feats.mean((2, 3)) @ net.classifier.weight.T + net.classifier.bias
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     # CAM averaged over space plus bias gives the logits back
-    cams = net.class_activation_maps(feats)
+    every_class = torch.arange(5).expand(len(x), 5)  # [B, K] targets: [B, K, h, w] maps
+    cams = cam_from_features(feats, net.classifier.weight, targets=every_class)
     torch.testing.assert_close(
         cams.mean((2, 3)) + net.classifier.bias, logits, rtol=1e-5, atol=1e-5
     )

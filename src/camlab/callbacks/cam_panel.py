@@ -197,7 +197,7 @@ class CAMPanel(Callback):
     Loggers without ``add_image`` (not TensorBoard) are skipped silently.
 
     Args:
-        methods: CAM methods (``camlab.cam.METHODS``), one image per method.
+        methods: CAM methods (``camlab.cam.CAM_METHODS``), one image per method.
         num_images: images in the panel.
         target: class whose CAM is shown: ``"predicted"`` (top-1) or ``"ground_truth"``.
         every_n_epochs: log after every n-th epoch's validation (0 = only at the start).

@@ -8,7 +8,7 @@ from camlab.cam.capture import cam_session, forward_capture
 from camlab.cam.context import CamInputs, Transform, autograd_grads
 from camlab.cam.layers import find_linear_head, resolve_layer, unwrap_model, verify_head
 from camlab.cam.postprocess import minmax_normalize, resize_maps
-from camlab.cam.registry import METHODS, CamMethod, get_method
+from camlab.cam.registry import CAM_METHODS, CamMethod, get_method
 from camlab.cam.smoothing import AUGMENTATIONS, augment
 from camlab.cam.targets import Targets, resolve_targets
 from camlab.cam.tokens import token_transform
@@ -45,7 +45,7 @@ def compute_cam(
         model: a classifier returning logits ``[B, K]``; DDP / DataParallel / compiled wrappers
             are unwrapped. Models may declare ``cam_layer`` and ``gap_classifier`` (ours do).
         images: model input ``[B, C, H, W]``.
-        method: one of ``METHODS``: ``cam``, ``gradcam``, ``gradcam++``, ``xgradcam``,
+        method: one of ``CAM_METHODS``: ``cam``, ``gradcam``, ``gradcam++``, ``xgradcam``,
             ``layercam``, ``hirescam``, ``scorecam``, ``eigencam``, ``ablationcam``,
             ``eigengradcam``, ``fullgrad``, ``smoothgradcam++``, ``sscam``, ``iscam``.
         targets: ``None`` = top-1 class; tensor ``[B]`` = one class per image (e.g. ground
@@ -94,7 +94,7 @@ def compute_cam(
         if spec.needs_head and candidate is None:
             _no_head(net, layer_name)
 
-    def run(x: Tensor, wanted: Targets) -> tuple[Tensor, bool]:
+    def run(x: Tensor, wanted: Targets) -> tuple[Tensor, Tensor, bool]:
         transform = None
         if spec.forward is not None:
             cap, head = spec.forward(net, x), None
@@ -150,7 +150,7 @@ def _sampling(
                 out[key] = spec.samples[key]
             continue
         if key not in spec.samples:
-            users = [m for m, s in METHODS.items() if key in s.samples]
+            users = [m for m, s in CAM_METHODS.items() if key in s.samples]
             raise CamlabError(
                 f"{key} does not apply to method '{name}'; it is used by {', '.join(users)}."
             )

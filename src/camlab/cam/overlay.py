@@ -10,9 +10,8 @@ from torchvision.utils import draw_bounding_boxes, make_grid
 
 from camlab.cam.postprocess import minmax_normalize, resize_maps
 from camlab.errors import CamlabError
+from camlab.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 GT_COLOR = (0, 255, 0)
 PRED_COLOR = (255, 0, 0)
 

@@ -91,7 +91,7 @@ def _smoothgradcampp_eigen(inp: CamInputs) -> Tensor:
     return project_terms(gradient.weighted_terms(weights, acts[:, None])).relu()
 
 
-METHODS: dict[str, CamMethod] = {
+CAM_METHODS: dict[str, CamMethod] = {
     "cam": _weighted(_cam_weights, relu=False, needs_head=True),
     "gradcam": _grad_weighted(gradient.gradcam_weights),
     "gradcam++": _grad_weighted(gradient.gradcampp_weights),
@@ -119,7 +119,7 @@ def get_method(name: str) -> CamMethod:
     Raises:
         CamlabError: unknown name, listing the registry.
     """
-    method = METHODS.get(name.lower()) if isinstance(name, str) else None
+    method = CAM_METHODS.get(name.lower()) if isinstance(name, str) else None
     if method is None:
-        raise CamlabError(f"Unknown CAM method {name!r}. Valid choices: {', '.join(METHODS)}.")
+        raise CamlabError(f"Unknown CAM method {name!r}. Valid choices: {', '.join(CAM_METHODS)}.")
     return method

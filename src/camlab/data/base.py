@@ -109,9 +109,3 @@ class LocalizationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` normalised -> ``[B, C, H, W]`` in [0, 1]."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images * std + mean).clamp(0, 1)

@@ -20,10 +20,9 @@ from torchvision import transforms
 from camlab.data.base import LocalizationDataModule
 from camlab.data.wsol_metadata import SplitMetadata, check_labels, read_lines, read_split
 from camlab.errors import CamlabError
+from camlab.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from camlab.metrics.scoremap import rescale_boxes, resize_masks
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 # The wsolevaluation script that downloads each data set's images into dataset/<name>.

@@ -13,7 +13,7 @@ from camlab.methods.has import HaS
 from camlab.methods.spg import SPG
 from camlab.models.gap import GAPNet
 
-METHODS: dict[str, type[WSOLMethod]] = {
+WSOL_METHODS: dict[str, type[WSOLMethod]] = {
     "cam": WSOLMethod,
     "has": HaS,
     "acol": ACoL,
@@ -29,16 +29,16 @@ def build_method(
     """Builds method ``name`` for ``net`` (it may attach forward hooks to the net's layers).
 
     Args:
-        name: one of ``METHODS``.
+        name: one of ``WSOL_METHODS``.
         net: the GAP network.
         backbone: its backbone's name.
         num_classes: K.
         **params: the method's hyper-parameters (plain values, as in configs/method/).
     """
-    if name not in METHODS:
-        raise CamlabError(f"Unknown method '{name}'. Valid choices: {', '.join(METHODS)}.")
+    if name not in WSOL_METHODS:
+        raise CamlabError(f"Unknown method '{name}'. Valid choices: {', '.join(WSOL_METHODS)}.")
     try:
-        return METHODS[name](net, backbone, num_classes, **params)
+        return WSOL_METHODS[name](net, backbone, num_classes, **params)
     except (TypeError, ValueError) as err:
         raise CamlabError(
             f"Invalid settings for method={name} {params}: {err}. See configs/method/{name}.yaml "
@@ -46,5 +46,5 @@ def build_method(
         ) from err
 
 
-__all__ = ["ACoL", "ADL", "ADLMethod", "CutMix", "HaS", "METHODS", "SPG", "WSOLMethod",
+__all__ = ["ACoL", "ADL", "ADLMethod", "CutMix", "HaS", "WSOL_METHODS", "SPG", "WSOLMethod",
            "build_method"]  # fmt: skip

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from camlab.methods.base import Criterion, WSOLMethod, label_cam, minmax_normalize
+from camlab.methods.base import Criterion, WSOLMethod, label_cam, minmax_with_validity
 from camlab.models.gap import GAPNet
 
 
@@ -20,7 +20,7 @@ def erase_discriminative(features: Tensor, cam: Tensor, threshold: float) -> tup
     Returns:
         ``(erased features [B, C, h, w], erased positions [B, 1, h, w] bool)``.
     """
-    attention, valid = minmax_normalize(cam.detach())
+    attention, valid = minmax_with_validity(cam.detach())
     erased = (attention >= threshold) & valid.view(-1, 1, 1, 1)
     return features * (~erased).to(features.dtype), erased
 

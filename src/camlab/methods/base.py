@@ -5,6 +5,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from camlab.cam.postprocess import minmax_normalize
 from camlab.errors import CamlabError
 from camlab.models.gap import GAPNet
 
@@ -80,8 +81,9 @@ def label_cam(classifier: nn.Linear, features: Tensor, labels: Tensor) -> Tensor
     return (cams + (bias.view(-1, 1, 1) if torch.is_tensor(bias) else bias))[:, None]
 
 
-def minmax_normalize(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-map min-max scaling to [0, 1], as the reference's ``normalize_tensor``.
+def minmax_with_validity(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-map min-max scaling to [0, 1] (``camlab.cam.minmax_normalize``), as the reference's
+    ``normalize_tensor``, and which maps it could scale.
 
     Args:
         maps: ``[B, 1, h, w]``.
@@ -92,7 +94,5 @@ def minmax_normalize(maps: Tensor) -> tuple[Tensor, Tensor]:
         zeros and ``valid = False``, so callers can reproduce the reference's outcome.
     """
     flat = maps.flatten(1)
-    low, high = flat.amin(1).view(-1, 1, 1, 1), flat.amax(1).view(-1, 1, 1, 1)
-    span = high - low
-    valid = span.flatten() > 0
-    return (maps - low) / torch.where(span > 0, span, torch.ones_like(span)), valid
+    valid = flat.amax(1) > flat.amin(1)
+    return minmax_normalize(maps), valid

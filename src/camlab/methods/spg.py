@@ -8,7 +8,7 @@ from camlab.methods.base import (
     Criterion,
     WSOLMethod,
     label_cam,
-    minmax_normalize,
+    minmax_with_validity,
     unsupported_backbone,
 )
 from camlab.models.gap import GAPNet
@@ -173,7 +173,7 @@ class SPG(WSOLMethod):
         def up(x: Tensor) -> Tensor:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
-        attention, valid = minmax_normalize(up(cam.detach()))
+        attention, valid = minmax_with_validity(up(cam.detach()))
         b1_up, b2_up, c_up = up(b1), up(b2), up(c)
         b2_prob = torch.sigmoid(b2_up.detach())
         fused = (torch.sigmoid(b1_up.detach()) + b2_prob) / 2.0

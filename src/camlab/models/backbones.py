@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from camlab.errors import CamlabError
+from camlab.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from camlab.models.gap import GAPNet
 
 
@@ -31,7 +32,7 @@ class InceptionTransformInput(nn.Module):
 
     def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
-        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         scale, shift = std / 0.5, (mean - 0.5) / 0.5
         if in_channels != 3:  # gray input (first conv's RGB filters summed): the mean remap
             scale, shift = scale.mean().expand(in_channels), shift.mean().expand(in_channels)

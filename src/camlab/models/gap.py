@@ -2,7 +2,6 @@
 
 from collections import OrderedDict
 
-import torch
 from torch import Tensor, nn
 
 
@@ -55,8 +54,3 @@ class GAPNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.forward_features(x))
-
-    @torch.no_grad()
-    def class_activation_maps(self, feats: Tensor) -> Tensor:
-        """CAM of every class from feature maps: ``[B, C, h, w]`` -> ``[B, K, h, w]`` (no bias)."""
-        return torch.einsum("kc,bchw->bkhw", self.classifier.weight, feats)

@@ -45,7 +45,7 @@ class GAPClassifier(pl.LightningModule):
         init_from_checkpoint: the weights will come from a checkpoint (set in every saved one,
             and by ``train.py`` when resuming): build without fetching ImageNet weights, while
             ``pretrained`` keeps meaning "an ImageNet backbone" (its ``backbone_lr_mult``).
-        method: WSOL training method (``camlab.methods.METHODS``; ``cam`` = plain training).
+        method: WSOL training method (``camlab.methods.WSOL_METHODS``; ``cam`` = plain training).
             It changes training steps only: validation, test and CAMs use the plain network.
         method_params: the method's hyper-parameters (plain values, configs/method/<name>).
         head_layers: backbone layers (names under ``net.features.backbone``) that learn at the
