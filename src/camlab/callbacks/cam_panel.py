@@ -20,6 +20,7 @@ from camlab.callbacks.val_localization import gt_box_list
 from camlab.cam import compute_cam, get_method
 from camlab.cam.overlay import COLORMAPS, colorize, denormalize, draw_boxes, grid, overlay
 from camlab.errors import CamlabError
+from camlab.evalmode import eval_mode
 from camlab.metrics import MaxBoxAcc, boxes_at_threshold, cams_to_scoremaps
 
 TARGETS = ("predicted", "ground_truth")
@@ -440,14 +441,8 @@ class CAMPanel(Callback):
 
     @staticmethod
     def _probabilities(pl_module: pl.LightningModule, images: Tensor) -> Tensor:
-        modes = {m: m.training for m in pl_module.modules()}
-        try:
-            pl_module.eval()
-            with torch.no_grad():
-                logits = pl_module(images)
-        finally:
-            for module, mode in modes.items():
-                module.train(mode)
+        with eval_mode(pl_module):
+            logits = pl_module(images)
         return logits.float().softmax(dim=1)
 
 

@@ -14,23 +14,20 @@ import torch
 from torch import Tensor, nn
 
 from camlab.errors import CamlabError
+from camlab.evalmode import eval_mode
 
 
 @contextmanager
 def cam_session(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Eval mode, RNG state saved, autograd usable even inside ``torch.inference_mode``."""
-    modes = [(m, m.training) for m in model.modules()]
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     try:
-        model.eval()
         # Lightning's validation loop runs under inference_mode; the gradient methods need
         # their own autograd-enabled forward, so leave it for the duration of the call.
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), eval_mode(model):
             yield
     finally:
-        for module, training in modes:
-            module.training = training
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)

@@ -30,15 +30,16 @@ train/eval mode is restored), in chunks of at most ``batch_size`` images.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+
+from camlab.evalmode import eval_mode
 
 SCORES = ("softmax", "logit")
 BASELINES = ("zeros", "blur")
@@ -48,19 +49,6 @@ ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 # --------------------------------------------------------------------------------------------
 # Class scores
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd graph for the duration; restores each module's mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _forward(model: nn.Module, images: Tensor) -> Tensor:
@@ -111,7 +99,7 @@ def class_scores(
     """
     targets = targets.to(images.device)
     out = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, len(images), batch_size):
             logits = _forward(model, images[start : start + batch_size])
             out.append(select_scores(logits, targets[start : start + batch_size], score))
@@ -360,7 +348,7 @@ def deletion_insertion_curves(
     count = torch.tensor(counts, device=device)[point]
     per_image = len(jobs)
     all_jobs = n * per_image
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, all_jobs, batch_size):
             idx = torch.arange(start, min(start + batch_size, all_jobs), device=device)
             img, job = idx // per_image, idx % per_image
