@@ -28,8 +28,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from camlab.classifier import GAPClassifier
 from camlab.data.mnist import MNISTLocDataModule
-from camlab.models.module import GAPClassifier
 
 
 def sync(device: torch.device) -> None:

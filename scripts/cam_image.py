@@ -46,7 +46,7 @@ def _hparam(hparams, key: str):
 
 def load_checkpoint(path: str, device: str) -> LoadedModel:
     """Loads a ``GAPClassifier`` checkpoint; missing data hparams fall back to ImageNet's."""
-    from camlab.models.module import GAPClassifier
+    from camlab.classifier import GAPClassifier
 
     # Read with weights_only=True (a missing or bad file raises CamlabError); the state dict
     # holds every weight, so nothing is downloaded.

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import write_png
 
 from camlab.checkpoint_io import read_checkpoint
+from camlab.classifier import GAPClassifier
 from camlab.data.base import LocalizationDataModule
 from camlab.data.registry import build_datamodule, describe, differences, from_target
 from camlab.errors import CamlabError, report_error
@@ -21,7 +21,6 @@ from camlab.evaluation.baselines import build_baselines, check_method, fullsup_d
 from camlab.evaluation.examples import example_grid, pick_examples
 from camlab.evaluation.module import CamEvaluation
 from camlab.instantiate import build
-from camlab.models.module import GAPClassifier
 
 log = logging.getLogger(__name__)
 # Shipped inside the package, so an installed wheel runs from any directory.
@@ -110,10 +109,9 @@ def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
 def scorable_metrics(datamodule, split: str, requested) -> set[str]:
     """``requested`` (``boxes``, ``pxap``, ``faithfulness``), or, when None, the box metrics
     and PxAP the split has labels for (faithfulness is opt-in: many more forward passes)."""
-    first = datamodule.dataset(split)[0]
     has = {
-        "boxes": bool((torch.as_tensor(first["box"]).reshape(-1, 4)[:, 0] >= 0).any()),
-        "pxap": "mask" in first,
+        "boxes": datamodule.has_boxes(split),
+        "pxap": datamodule.has_masks(split),
         "faithfulness": True,  # class labels suffice (the pointing game uses boxes or masks)
     }
     default = {name for name, present in has.items() if present and name != "faithfulness"}

@@ -11,11 +11,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from camlab.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from camlab.classifier import GAPClassifier, check_state_dict
 from camlab.data.registry import describe
 from camlab.errors import CamlabError, report_error, user_message
 from camlab.instantiate import build, build_all
 from camlab.launch import check_sweep_extra, in_multirun, multirun_job
-from camlab.models.module import GAPClassifier, check_state_dict
 
 log = logging.getLogger(__name__)
 # Shipped inside the package, so an installed wheel runs from any directory.

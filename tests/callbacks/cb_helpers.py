@@ -14,9 +14,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from camlab.callbacks import CAMPanel, EpochSummary, ValLocalization
 from camlab.cam import compute_cam
+from camlab.classifier import GAPClassifier
 from camlab.data import ShapesDataModule
 from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, cams_to_scoremaps
-from camlab.models.module import GAPClassifier
 
 METHODS = ("cam", "gradcam")
 

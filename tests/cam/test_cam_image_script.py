@@ -44,7 +44,7 @@ def test_torchvision_model_end_to_end(image_file, tmp_path):
 def test_checkpoint_of_ours(image_file, tmp_path):
     import pytorch_lightning as pl
 
-    from camlab.models.module import GAPClassifier
+    from camlab.classifier import GAPClassifier
 
     model = GAPClassifier(
         backbone="resnet18", num_classes=3, in_channels=1, class_names=["a", "b", "c"]

@@ -11,9 +11,9 @@ import torch
 from wsol_fake import make_box_dataset, make_mask_dataset
 
 from camlab.checkpoint_io import read_checkpoint
+from camlab.classifier import GAPClassifier
 from camlab.data.wsol_metadata import SplitMetadata, read_split
 from camlab.errors import CamlabError
-from camlab.models.module import GAPClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,9 @@ import torch
 from wsol_fake import COLORS, make_box_dataset, make_mask_dataset, write_lines
 
 from camlab.cam.overlay import denormalize
-from camlab.data.wsol import WSOLDataModule, collate_wsol
+from camlab.data.wsol import WSOLDataModule
 from camlab.errors import CamlabError
+from camlab.protocol import collate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +84,7 @@ def test_test_split_and_collate_of_items_without_boxes(boxes_root):
     item = dm.dataset("test")[1]  # 200x120, box (100, 20, 199, 119)
     assert item["box"].tolist() == [[112, 37, 222, 222]]
     empty = {**item, "box": torch.zeros((0, 4), dtype=torch.int64)}
-    assert collate_wsol([empty, empty])["box"].tolist() == [[[-1] * 4], [[-1] * 4]]
+    assert collate([empty, empty])["box"].tolist() == [[[-1] * 4], [[-1] * 4]]
 
 
 def test_masks_union_and_ignore_region(masks_root):

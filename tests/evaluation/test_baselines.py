@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from oracle import max_box_acc, pxap
 from torch.utils.data import Dataset
 
+from camlab.classifier import GAPClassifier
 from camlab.data import ShapesDataModule
 from camlab.data.base import LocalizationDataModule
 from camlab.errors import CamlabError
@@ -28,7 +29,6 @@ from camlab.evaluation.baselines import (
 )
 from camlab.evaluation.module import CamEvaluation
 from camlab.metrics import cams_to_scoremaps
-from camlab.models.module import GAPClassifier
 
 
 class ListDataset(Dataset):

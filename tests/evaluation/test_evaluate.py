@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 from oracle import max_box_acc, pxap
 
 from camlab.cam import compute_cam
+from camlab.classifier import GAPClassifier
 from camlab.data import ShapesDataModule
 from camlab.errors import CamlabError
 from camlab.evaluate import evaluate as camlab_evaluate
 from camlab.metrics import cams_to_scoremaps
-from camlab.models.module import GAPClassifier
 
 
 def oracle_metrics(ckpt, method: str) -> tuple[float, float, float]:

@@ -7,10 +7,10 @@ import torch
 from conftest import evaluate, run
 
 from camlab.cam import compute_cam
+from camlab.classifier import GAPClassifier
 from camlab.data import ShapesDataModule
 from camlab.evaluate import scorable_metrics
 from camlab.metrics import FaithfulnessMetrics, cams_to_scoremaps
-from camlab.models.module import GAPClassifier
 
 # Small settings, noise-free ROAD: the script's numbers are deterministic and cheap.
 FAITH = ["faithfulness.steps=4", "faithfulness.road_percentiles=[20,80]",

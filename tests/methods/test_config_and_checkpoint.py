@@ -11,10 +11,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from camlab.classifier import GAPClassifier
 from camlab.errors import CamlabError
 from camlab.methods import WSOL_METHODS, build_method
 from camlab.models import build_gapnet
-from camlab.models.module import GAPClassifier
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # clovaai/wsolevaluation config.py defaults.

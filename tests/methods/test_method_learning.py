@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from camlab.classifier import GAPClassifier
 from camlab.methods import WSOL_METHODS
-from camlab.models.module import GAPClassifier
 from camlab.train import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -7,7 +7,7 @@ import torch
 from conftest import FAST, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from camlab.models.module import GAPClassifier
+from camlab.classifier import GAPClassifier
 
 
 @pytest.mark.parametrize("data", ["mnist_embedded", "shapes"])

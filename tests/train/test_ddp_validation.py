@@ -12,8 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from camlab.callbacks import ValLocalization
+from camlab.classifier import GAPClassifier
 from camlab.data.shapes import ShapesDataModule
-from camlab.models.module import GAPClassifier
 
 VAL_SIZE = 25  # 13 + 12 images on the two ranks; a padded sampler would score 26
 
@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from camlab.callbacks import LastEveryEpochCheckpoint, ValLocalization
 from camlab.data.shapes import ShapesDataModule
-from camlab.models.module import GAPClassifier
+from camlab.classifier import GAPClassifier
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

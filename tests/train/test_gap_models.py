@@ -8,10 +8,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from camlab.cam import cam_from_features
+from camlab.classifier import GAPClassifier
 from camlab.data import MNISTLocDataModule
 from camlab.errors import CamlabError
 from camlab.models import BACKBONES, build_gapnet
-from camlab.models.module import GAPClassifier
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))

@@ -8,8 +8,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from camlab.cam import compute_cam
+from camlab.classifier import GAPClassifier
 from camlab.data import MNISTLocDataModule
-from camlab.models.module import GAPClassifier
 from camlab.train import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -11,8 +11,8 @@ import torchvision
 from conftest import FAST, run_train
 
 from camlab.checkpoint_io import read_checkpoint
+from camlab.classifier import GAPClassifier
 from camlab.models.backbones import build_gapnet
-from camlab.models.module import GAPClassifier
 
 
 def cache_weights(torch_home: Path, name: str, **kwargs) -> Path:

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from camlab.callbacks import LastEveryEpochCheckpoint
 from camlab.checkpoint_io import read_checkpoint
+from camlab.classifier import GAPClassifier
 from camlab.data.shapes import ShapesDataModule
 from camlab.errors import CamlabError, user_message
 from camlab.models.backbones import check_input_size
-from camlab.models.module import GAPClassifier
 from camlab.train import check_trainer_config
 
 

@@ -19,10 +19,10 @@ import camlab.evaluate
 import camlab.train
 from camlab.callbacks import LastEveryEpochCheckpoint
 from camlab.checkpoint_io import read_checkpoint
+from camlab.classifier import GAPClassifier
 from camlab.data.registry import build_datamodule, describe
 from camlab.data.shapes import ShapesDataModule
 from camlab.errors import CamlabError
-from camlab.models.module import GAPClassifier
 from camlab.rundir import KeepRunOutputs, overwrite_problem
 
 

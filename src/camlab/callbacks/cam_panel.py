@@ -16,12 +16,12 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from camlab.callbacks.val_localization import gt_box_list
 from camlab.cam import compute_cam, get_method
 from camlab.cam.overlay import COLORMAPS, colorize, denormalize, draw_boxes, grid, overlay
 from camlab.errors import CamlabError
 from camlab.evalmode import eval_mode
 from camlab.metrics import MaxBoxAcc, boxes_at_threshold, cams_to_scoremaps
+from camlab.protocol import gt_box_list
 
 TARGETS = ("predicted", "ground_truth")
 STYLES = ("side_by_side", "overlay", "contour")

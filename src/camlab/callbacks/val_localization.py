@@ -15,16 +15,11 @@ from camlab.cam import cam_from_features, unwrap_model
 from camlab.errors import CamlabError
 from camlab.metrics import LocalizationAccuracy, MaxBoxAcc, PxAP, cams_to_scoremaps, max_iou_curve
 from camlab.metrics.validation import check_boxes, check_scoremaps
+from camlab.protocol import gt_box_list
 
 THRESHOLD_KEY = "val/max_box_acc_threshold"
 # Top-1 / GT-known Loc again at THRESHOLD_KEY: at the fixed 0.2 they are flat 0 on small CAMs.
 AT_BEST = "_at_best_tau"
-
-
-def gt_box_list(boxes: Tensor) -> list[Tensor]:
-    """Batch boxes ``[B, K, 4]`` with ``-1`` padding rows -> B CPU int64 tensors ``[K_i, 4]``."""
-    boxes = boxes.detach().cpu().long()
-    return [b[b[:, 0] >= 0] for b in boxes]
 
 
 def gap_weight(pl_module: torch.nn.Module) -> Tensor:

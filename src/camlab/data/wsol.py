@@ -21,7 +21,7 @@ from camlab.data.base import LocalizationDataModule
 from camlab.data.wsol_metadata import SplitMetadata, check_labels, read_lines, read_split
 from camlab.errors import CamlabError
 from camlab.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from camlab.metrics.scoremap import rescale_boxes, resize_masks
+from camlab.protocol import collate, rescale_boxes, resize_masks
 
 SPLITS = ("train", "val", "test")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
@@ -32,17 +32,6 @@ PREPARE = {
     "and ILSVRC2012_img_val.tar from image-net.org in dataset/)",
     "OpenImages": "dataset/prepare_openimages.sh",
 }
-
-
-def collate_wsol(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stacks items; boxes ``[K_i, 4]`` become ``[B, max(1, max K_i), 4]``, -1 rows padding."""
-    width = max([1] + [len(item["box"]) for item in items])
-    boxes = torch.full((len(items), width, 4), -1, dtype=torch.int64)
-    for b, item in enumerate(items):
-        boxes[b, : len(item["box"])] = item["box"]
-    batch = {key: torch.stack([item[key] for item in items]) for key in items[0] if key != "box"}
-    batch["box"] = boxes
-    return batch
 
 
 def read_mask(path: str, size: int) -> np.ndarray:
@@ -169,7 +158,7 @@ class WSOLDataModule(LocalizationDataModule):
         batch_size, num_workers, pin_memory: data loader settings.
     """
 
-    collate_fn = staticmethod(collate_wsol)  # a variable number of boxes per image
+    collate_fn = staticmethod(collate)  # a variable number of boxes per image
 
     in_channels = 3
     mean = IMAGENET_MEAN

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from camlab.callbacks.val_localization import gt_box_list
 from camlab.cam import compute_cam
 from camlab.cam.overlay import grid, render_cams
 from camlab.data.base import LocalizationDataModule
 from camlab.metrics import box_iou, boxes_at_threshold, cams_to_scoremaps
+from camlab.protocol import gt_box_list
 
 
 def pick_examples(rows: list[dict[str, Any]], method: str, n: int) -> list[int]:

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from camlab.callbacks.val_localization import gt_box_list
 from camlab.cam import compute_cam
 from camlab.data.base import LocalizationDataModule
 from camlab.metrics import (
@@ -28,6 +27,7 @@ from camlab.metrics import (
     cams_to_scoremaps,
     max_iou_curve,
 )
+from camlab.protocol import gt_box_list
 
 
 class MethodMetrics(nn.Module):

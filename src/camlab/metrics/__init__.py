@@ -19,13 +19,8 @@ from camlab.metrics.faithfulness import (
 )
 from camlab.metrics.iou import box_iou
 from camlab.metrics.pxap import PxAP, pxap_from_histograms
-from camlab.metrics.scoremap import (
-    cams_to_scoremaps,
-    normalize_scoremap,
-    rescale_boxes,
-    resize_masks,
-)
 from camlab.metrics.thresholds import cam_thresholds
+from camlab.protocol import cams_to_scoremaps, normalize_scoremap, rescale_boxes, resize_masks
 
 __all__ = [
     "ROAD",

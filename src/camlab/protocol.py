@@ -1,9 +1,18 @@
-"""Raw CAMs, boxes and masks brought into the S x S evaluation frame exactly as the reference.
+"""The WSOL evaluation protocol (Choe et al., CVPR 2020) in one place, below every other layer:
+what a batch holds, and how CAMs, boxes and masks reach the S x S frame the metrics score in.
 
-The reference casts CAMs to float64, upsamples each with ``cv2.resize(..., INTER_CUBIC)`` and
-then min-max normalises. ``torch.nn.functional.interpolate(mode="bicubic")`` uses the same kernel
-but differs by a few ulps on about a third of the pixels, which can move a pixel across a uint8
-quantisation step, so OpenCV is called per map here.
+Batches (every camlab data module): ``image`` float ``[B, C, H, W]`` (normalised), ``label``
+int64 ``[B]``, ``index`` int64 ``[B]``, ``box`` int64 ``[B, K, 4]`` ground-truth boxes
+``(x0, y0, x1, y1)`` in inclusive pixels of the image's frame, rows of ``-1`` padding images with
+fewer than ``K`` boxes (``collate``; ``gt_box_list`` undoes it), and, with pixel masks, ``mask``
+uint8 ``[B, H, W]`` (1 object, 0 background, 255 ignored). A data module says which of its splits
+carry boxes and masks (``has_boxes(split)``, ``has_masks(split)``).
+
+Score maps: the reference casts CAMs to float64, upsamples each with ``cv2.resize(...,
+INTER_CUBIC)`` and then min-max normalises. ``torch.nn.functional.interpolate(mode="bicubic")``
+uses the same kernel but differs by a few ulps on about a third of the pixels, which can move a
+pixel across a uint8 quantisation step, so OpenCV is called per map here. Boxes are rescaled with
+``int(x * S / W)``, masks resized with nearest neighbour.
 """
 
 from __future__ import annotations
@@ -89,3 +98,26 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int] = (224, 224)) -> tor
         else np.zeros((0, height, width), dtype=np.float32)
     )
     return torch.from_numpy(out > 0.5)
+
+
+# The protocol's settings: MaxBoxAccV2 averages IoU 30/50/70; Top-1 / GT-known Loc threshold the
+# CAM at 20% of its maximum (the CAM paper).
+IOU_THRESHOLDS = (30, 50, 70)
+CAM_THRESHOLD = 0.2
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stacks items; boxes ``[K_i, 4]`` become ``[B, max(1, max K_i), 4]``, -1 rows padding."""
+    width = max([1] + [len(item["box"]) for item in items])
+    boxes = torch.full((len(items), width, 4), -1, dtype=torch.int64)
+    for b, item in enumerate(items):
+        boxes[b, : len(item["box"])] = item["box"]
+    batch = {key: torch.stack([item[key] for item in items]) for key in items[0] if key != "box"}
+    batch["box"] = boxes
+    return batch
+
+
+def gt_box_list(boxes: torch.Tensor) -> list[torch.Tensor]:
+    """Batch boxes ``[B, K, 4]`` with ``-1`` padding rows -> B CPU int64 tensors ``[K_i, 4]``."""
+    boxes = boxes.detach().cpu().long()
+    return [b[b[:, 0] >= 0] for b in boxes]
