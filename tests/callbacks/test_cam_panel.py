@@ -14,14 +14,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from camlab.callbacks import CAMPanel, ValLocalization
-from camlab.callbacks.cam_panel import (
-    CARD_WIDTH,
-    PADDING,
-    SEPARATOR,
-    plan_grid,
-    select_indices,
-    text_strip,
-)
+from camlab.callbacks.panel_images import select_indices
+from camlab.callbacks.panel_layout import CARD_WIDTH, PADDING, SEPARATOR, plan_grid, text_strip
 from camlab.cam import compute_cam
 from camlab.cam.overlay import denormalize
 from camlab.data import ShapesDataModule

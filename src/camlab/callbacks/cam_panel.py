@@ -2,165 +2,43 @@
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from camlab.callbacks.panel_images import MAX_SCAN, label_lookup, select_indices, stack_items
+from camlab.callbacks.panel_layout import (
+    CARD_MAX_HEIGHT,
+    CARD_WIDTH,
+    PADDING,
+    RED,
+    SEPARATOR,
+    STYLES,
+    WHITE,
+    caption,
+    plan_grid,
+    resize,
+    scale_boxes,
+    text_strip,
+    tile,
+)
 from camlab.cam import compute_cam, get_method
-from camlab.cam.overlay import COLORMAPS, colorize, denormalize, draw_boxes, grid, overlay
+from camlab.cam.overlay import COLORMAPS, denormalize, grid
 from camlab.errors import CamlabError
 from camlab.evalmode import eval_mode
 from camlab.metrics import MaxBoxAcc, boxes_at_threshold, cams_to_scoremaps
-from camlab.protocol import gt_box_list
 
 TARGETS = ("predicted", "ground_truth")
-STYLES = ("side_by_side", "overlay", "contour")
-MAX_SCAN = 5000  # most validation items *read* to find images of every class (no label array)
-PADDING = 2  # make_grid's, between tiles and around the grid
-SEPARATOR = 2  # black columns between the two halves of a side-by-side tile
-# TensorBoard 2.x IMAGES tab: every card is 350 px wide and shows the image at that width
-# (scaled), its container scrolls beyond 1024 px of height. A grid laid out for that card is
-# shown whole and close to 1:1 (pixelated scaling of a wider grid blurs the digits).
-CARD_WIDTH = 350
-CARD_MAX_HEIGHT = 1024
-CONTOUR_LEVELS = (0.2, 0.4, 0.6, 0.8)
 # The CAM paper's threshold, for data without boxes to calibrate a red-box threshold on.
 NO_BOX_THRESHOLD = 0.2
-WHITE, RED = (255, 255, 255), (255, 64, 64)
 CALIBRATION_BATCH = 64
-
-
-def select_indices(
-    labels_of: Callable[[int], int],
-    length: int,
-    num_images: int,
-    num_classes: int,
-    max_scan: int | None = MAX_SCAN,
-) -> list[int]:
-    """Deterministic, class-stratified pick of ``num_images`` indices.
-
-    Every class present is picked once before any is picked twice (tiles ordered class by
-    class: the first image of each class, then the second ones, ...). With more classes than
-    images, a fixed spread of classes (evenly spaced in sorted label order) gets one image
-    each. Within a class, the lowest indices win. Classes too rare to fill the quota are topped
-    up with the first unused indices.
-
-    Args:
-        labels_of: ``i -> int`` label of item ``i``.
-        length: items in the split.
-        num_images: how many to pick.
-        num_classes: classes (stops the scan early once each has its quota).
-        max_scan: most items scanned (``None``: all; reading labels may load images).
-
-    Returns:
-        ``min(num_images, length)`` distinct indices.
-    """
-    n = min(num_images, length)
-    quota = max(1, math.ceil(n / max(1, num_classes)))
-    per_class: dict[int, list[int]] = {}
-    full = 0
-    for i in range(length if max_scan is None else min(length, max_scan)):
-        chosen = per_class.setdefault(int(labels_of(i)), [])
-        if len(chosen) < quota:
-            chosen.append(i)
-            full += len(chosen) == quota
-            if full >= num_classes:
-                break
-    classes = sorted(per_class)
-    if len(classes) > n:
-        classes = [classes[j * len(classes) // n] for j in range(n)]
-    order = [
-        per_class[label][rank]
-        for rank in range(quota)
-        for label in classes
-        if rank < len(per_class[label])
-    ][:n]
-    used = set(order)
-    order += [i for i in range(length) if i not in used][: n - len(order)]
-    return order
-
-
-def _label_lookup(dataset) -> tuple[Callable[[int], int], bool]:
-    """``(i -> label, cheap)``: a label array when the data set has one, else reading items."""
-    for attr in ("labels", "targets"):
-        values = getattr(dataset, attr, None)
-        if values is not None and len(values) == len(dataset):
-            return (lambda i, v=values: int(v[i])), True
-    return (lambda i: int(torch.as_tensor(dataset[i]["label"]))), False
-
-
-def text_strip(width: int, lines: Sequence[str], color: tuple[int, int, int] = WHITE) -> Tensor:
-    """Black uint8 strip ``[3, h, width]`` with ``lines`` of text, scaled down to fit ``width``;
-    ``h`` depends only on the number of lines, so captioned tiles of one panel stack."""
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    (_, h), base = cv2.getTextSize("Ag", font, scale, 1)
-    step = h + base + 2
-    widest = max(cv2.getTextSize(t, font, scale, 1)[0][0] for t in lines)
-    scale = max(0.2, min(scale, scale * (width - 4) / max(widest, 1)))
-    strip = np.zeros((step * len(lines) + 2, width, 3), np.uint8)
-    for k, text in enumerate(lines):
-        cv2.putText(strip, text, (2, k * step + h + 2), font, scale, color, 1, cv2.LINE_AA)
-    return torch.from_numpy(strip).permute(2, 0, 1)
-
-
-def caption(tile: Tensor, lines: Sequence[str], color: tuple[int, int, int] = WHITE) -> Tensor:
-    """Appends a text strip under a uint8 ``[3, H, W]`` tile (no image pixel is covered)."""
-    return torch.cat([tile.cpu(), text_strip(tile.shape[-1], lines, color)], dim=1)
-
-
-def plan_grid(
-    n: int,
-    unit_w: int,
-    unit_h: int,
-    extra_h: int,
-    card_width: int | None = CARD_WIDTH,
-    ncols: int | None = None,
-    max_height: int = CARD_MAX_HEIGHT,
-) -> tuple[int, float]:
-    """Columns and tile scale of a grid of ``n`` tiles made to fit a TensorBoard card.
-
-    The scale (<= 1, tiles are never enlarged) is the largest at which the grid is at most
-    ``card_width`` wide and ``max_height`` tall; among the column counts reaching it, the
-    largest one up to ``ceil(sqrt(n))`` (a square-ish grid) is taken.
-
-    Args:
-        n: tiles.
-        unit_w, unit_h: one tile's image part at scale 1 (pixels).
-        extra_h: unscaled pixels per tile row (the caption) plus the header strip.
-        card_width: grid width limit; ``None``: no limit (scale 1, square-ish).
-        ncols: fixed column count (then only the width limit applies).
-        max_height: grid height limit.
-
-    Returns:
-        ``(ncols, scale)``.
-    """
-    square = max(1, math.ceil(math.sqrt(n)))
-    if card_width is None:
-        return ncols or square, 1.0
-
-    def scale(cols: int, height: bool = True) -> float:
-        rows = math.ceil(n / cols)
-        s_w = (card_width - PADDING * (cols + 1)) / (cols * unit_w)
-        s_h = (max_height - PADDING * (rows + 1) - rows * extra_h) / (rows * unit_h)
-        return max(1e-3, min(1.0, s_w, s_h if height else 1.0))
-
-    if ncols is not None:
-        return ncols, scale(ncols, height=False)
-    scores = {c: round(scale(c), 6) for c in range(1, n + 1)}
-    best = max(scores.values())
-    ties = [c for c, s in scores.items() if s == best]
-    small = [c for c in ties if c <= square]
-    return (max(small) if small else min(ties)), best
 
 
 class CAMPanel(Callback):
@@ -305,7 +183,7 @@ class CAMPanel(Callback):
         num_classes = len(getattr(dm, "class_names", None) or []) or int(
             getattr(pl_module.hparams, "num_classes", 0) or 1
         )
-        labels_of, cheap = _label_lookup(dataset)
+        labels_of, cheap = label_lookup(dataset)
         self.indices = select_indices(
             labels_of, len(dataset), self.num_images, num_classes, None if cheap else MAX_SCAN
         )
@@ -313,7 +191,7 @@ class CAMPanel(Callback):
         std = getattr(dm, "std", None) or pl_module.hparams.get("std")
         names = getattr(dm, "class_names", None) or pl_module.hparams.get("class_names")
         self._batch = {
-            **_stack([dataset[i] for i in self.indices]),
+            **stack_items([dataset[i] for i in self.indices]),
             "mean": tuple(mean) if mean is not None else (0.0,),
             "std": tuple(std) if std is not None else (1.0,),
             "names": list(names) if names is not None else None,
@@ -322,7 +200,7 @@ class CAMPanel(Callback):
         # Mask-only data (OpenImages) has no boxes to calibrate on: the fixed CAM-paper threshold.
         if self.box_threshold == "val" and (has_boxes is None or has_boxes("val")):
             count = len(dataset) if self.calibration_images is None else self.calibration_images
-            self._calibration = _stack([dataset[i] for i in range(min(count, len(dataset)))])
+            self._calibration = stack_items([dataset[i] for i in range(min(count, len(dataset)))])
         return True
 
     def _log_panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
@@ -406,38 +284,26 @@ class CAMPanel(Callback):
         )  # fmt: skip
         size = (max(1, int(height * scale)), max(1, int(width * scale)))
         base = denormalize(images, batch["mean"], batch["std"]).cpu()
-        base = _resize(base, size)
+        base = resize(base, size)
         panels = {}
         self.thresholds = {}
         for method in self.methods:
             tau, how = self.threshold(pl_module, method)
             self.thresholds[method] = tau
             maps = self._scoremaps(pl_module, images, method, targets)
-            shown = _resize(maps[:, None].float(), size)[:, 0].clamp(0, 1)
+            shown = resize(maps[:, None].float(), size)[:, 0].clamp(0, 1)
             out = []
             for k in range(len(images)):
                 box = boxes_at_threshold(maps[k].numpy(), tau, multi_contour=False)
-                pred_box = _scale_boxes(torch.from_numpy(box), scale) if box.any() else None
-                gt_box = _scale_boxes(batch["boxes"][k], scale)
-                tile = self._tile(base[k], shown[k], gt_box, pred_box)
-                out.append(caption(tile, *captions[k]))
+                pred_box = scale_boxes(torch.from_numpy(box), scale) if box.any() else None
+                gt_box = scale_boxes(batch["boxes"][k], scale)
+                picture = tile(base[k], shown[k], gt_box, pred_box, self.style, self.alpha,
+                               self.colormap)  # fmt: skip
+                out.append(caption(picture, *captions[k]))
             panel = grid(torch.stack(out), nrow=ncols, padding=PADDING)
             head = text_strip(panel.shape[-1], [f"{method}: red box at {tau:.2f} ({how})"])
             panels[f"cam/{method}"] = torch.cat([head, panel], dim=1)
         return panels
-
-    def _tile(self, image: Tensor, shown: Tensor, gt: Tensor, pred: Tensor | None) -> Tensor:
-        """One tile's picture ``[3, h, w']`` in ``self.style``; boxes: pred red, GT green on top."""
-        if self.style == "contour":
-            picture = _contours(image, shown, self.colormap)
-        else:
-            picture = overlay(image[None], shown[None], self.alpha, self.colormap)[0].cpu()
-        picture = draw_boxes(draw_boxes(picture, None, pred), gt, None)
-        if self.style != "side_by_side":
-            return picture
-        # The image alone on the left: the digit stays readable under the hot spot.
-        gap = torch.zeros(3, image.shape[1], SEPARATOR, dtype=torch.uint8)
-        return torch.cat([image, gap, picture], dim=2)
 
     @staticmethod
     def _probabilities(pl_module: pl.LightningModule, images: Tensor) -> Tensor:
@@ -452,46 +318,3 @@ def logger_step(trainer: pl.Trainer) -> int:
     loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
     step = getattr(loop, "_batches_that_stepped", None)
     return int(trainer.global_step if step is None else step)
-
-
-def _stack(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Data set items -> ``image`` [N, C, H, W], ``label`` [N], ``boxes`` (N tensors [K_i, 4])."""
-    width = max(len(torch.as_tensor(it["box"]).reshape(-1, 4)) for it in items)
-    boxes = torch.full((len(items), width, 4), -1, dtype=torch.long)
-    for k, it in enumerate(items):
-        b = torch.as_tensor(it["box"]).reshape(-1, 4)
-        boxes[k, : len(b)] = b
-    return {
-        "image": torch.stack([torch.as_tensor(it["image"]) for it in items]).float(),
-        "label": torch.tensor([int(torch.as_tensor(it["label"])) for it in items]),
-        "boxes": gt_box_list(boxes),
-    }
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """``[B, C, H, W]`` (uint8 or float) -> ``size``, antialiased; unchanged at the same size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    out = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else out
-
-
-def _scale_boxes(boxes: Tensor, scale: float) -> Tensor:
-    """Pixel boxes ``[K, 4]`` (inclusive ends) at the tiles' display scale."""
-    if scale == 1.0:
-        return boxes
-    return (boxes.double() * scale).floor().long()
-
-
-def _contours(image: Tensor, maps: Tensor, colormap: str) -> Tensor:
-    """Iso-lines of a map in [0, 1] ``[h, w]`` at ``CONTOUR_LEVELS``, each in the colour map's
-    colour of its level, on a uint8 image ``[3, h, w]``; the image is not dimmed."""
-    canvas = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-    levels = torch.tensor(CONTOUR_LEVELS)[:, None, None]
-    colors = colorize(levels, colormap)[:, :, 0, 0].tolist()  # [L, 3] RGB
-    values = maps.numpy()
-    for level, color in zip(CONTOUR_LEVELS, colors, strict=True):
-        mask = (values >= level).astype(np.uint8)
-        found, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(canvas, found, -1, tuple(int(c) for c in color), 1, cv2.LINE_AA)
-    return torch.from_numpy(canvas).permute(2, 0, 1)
