@@ -25,6 +25,15 @@ def run_train(
     )  # fmt: skip
 
 
+def compose_train(tmp_path: Path, *overrides: str, fast=FAST):
+    """The config ``python train.py overrides...`` would run, outputs in ``tmp_path``: for
+    checks that need ``train()``'s behaviour, not a new interpreter."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={tmp_path}", *fast, *overrides])
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Writes an array in MNIST's IDX format (big-endian dims, uint8 data)."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(

@@ -1,13 +1,15 @@
-"""``python train.py`` end to end, as a user runs it (subprocesses)."""
+"""``python train.py`` end to end, as a user runs it (subprocesses), and its early errors."""
 
 import json
 
 import pytest
 import torch
-from conftest import FAST, run_train
+from conftest import FAST, compose_train, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from camlab.classifier import GAPClassifier
+from camlab.errors import CamlabError
+from camlab.train import train
 
 
 @pytest.mark.parametrize("data", ["mnist_embedded", "shapes"])
@@ -56,25 +58,21 @@ def test_unknown_data_lists_choices(tmp_path):
     _assert_clean_error(out, "cifar", "mnist_embedded", "shapes")
 
 
-def test_wrong_override_type_is_one_paragraph(tmp_path):
-    out = run_train("model.optimizer.lr=fast", *FAST, run_dir=tmp_path)
-    _assert_clean_error(out, "model.optimizer", "fast")
-
-
 def test_missing_mnist_is_a_clear_error(tmp_path):
-    out = run_train("data=mnist", f"paths.data_dir={tmp_path}", "data.download=false",
-                    run_dir=tmp_path / "run")  # fmt: skip
-    _assert_clean_error(out, "MNIST", "data=mnist_embedded")
+    cfg = compose_train(tmp_path / "run", "data=mnist", f"paths.data_dir={tmp_path}",
+                        "data.download=false")  # fmt: skip
+    with pytest.raises(CamlabError, match="MNIST is not at .*data=mnist_embedded"):
+        train(cfg)
 
 
 def test_checkpoint_for_another_class_count(tmp_path):
     model = GAPClassifier("resnet18", num_classes=4, in_channels=3)
     ckpt = tmp_path / "shapes.ckpt"
     torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
-    out = run_train(f"ckpt_path={ckpt}", *FAST, run_dir=tmp_path / "run")
-    _assert_clean_error(out, "4 classes", "has 10")
-    out = run_train(f"ckpt_path={tmp_path / 'nope.ckpt'}", *FAST, run_dir=tmp_path / "run2")
-    _assert_clean_error(out, "does not exist")
+    with pytest.raises(CamlabError, match="trained for 4 classes, but the data set has 10"):
+        train(compose_train(tmp_path / "run", f"ckpt_path={ckpt}"))
+    with pytest.raises(CamlabError, match="nope.ckpt does not exist"):
+        train(compose_train(tmp_path / "run2", f"ckpt_path={tmp_path / 'nope.ckpt'}"))
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import FAST, ROOT, run_train
+from conftest import FAST, ROOT, compose_train, run_train
 from torch.utils.data import DataLoader, Dataset
 
 from camlab.callbacks import LastEveryEpochCheckpoint
@@ -19,7 +19,7 @@ from camlab.classifier import GAPClassifier
 from camlab.data.shapes import ShapesDataModule
 from camlab.errors import CamlabError, user_message
 from camlab.models.backbones import check_input_size
-from camlab.train import check_trainer_config
+from camlab.train import check_trainer_config, train
 
 
 class Payload:
@@ -116,34 +116,43 @@ def test_unreadable_or_foreign_checkpoints_name_the_problem(tmp_path, kind, word
         GAPClassifier.load_from_checkpoint(path)
 
 
-def test_truncated_checkpoint_on_the_command_line(tmp_path):
+def test_truncated_checkpoint_to_resume(tmp_path):
     data = open(_real_checkpoint(tmp_path), "rb").read()
     path = tmp_path / "cut.ckpt"
     path.write_bytes(data[: len(data) // 3])
-    out = run_train(f"ckpt_path={path}", *FAST, run_dir=tmp_path / "run")
-    _one_paragraph(out, "not a readable PyTorch checkpoint", "last.ckpt")
+    with pytest.raises(CamlabError, match="not a readable PyTorch checkpoint.*last.ckpt"):
+        train(compose_train(tmp_path / "run", f"ckpt_path={path}"))
+
+
+def test_a_bad_override_is_one_paragraph_on_the_command_line(tmp_path):
+    # The command-line path once (stderr paragraph, train.log); the checks themselves in-process.
+    words = "data.batch_size='abc' must be a whole number >= 1"
+    out = run_train(*FAST, "data.batch_size=abc", run_dir=tmp_path)
+    _one_paragraph(out, words)
+    assert words in (tmp_path / "train.log").read_text()  # recorded with the run
 
 
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        (["data.batch_size=abc"], "data.batch_size='abc' must be a whole number >= 1"),
         (["data.batch_size=-4"], "data.batch_size=-4 must be a whole number >= 1"),
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' is not a whole number"),
         (["data.val_size=-5"], "data.val_size=-5 must be a whole number >= 1"),
         (["model=inception_v3", "data.canvas_size=40"], "needs at least 75 px"),
+        (["model.optimizer.lr=fast"], r"Invalid model.optimizer / model.scheduler settings"),
     ],
 )
-def test_bad_overrides_are_one_paragraph(tmp_path, overrides, words):
-    out = run_train(*FAST, *overrides, run_dir=tmp_path)
-    _one_paragraph(out, words)
-    assert words in (tmp_path / "train.log").read_text()  # recorded with the run
+def test_bad_overrides_fail_before_training(tmp_path, overrides, words):
+    with pytest.raises(CamlabError, match=words):
+        train(compose_train(tmp_path, *overrides))
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_val_size_larger_than_mnist(mnist_raw_dir, tmp_path):
-    out = run_train("data=mnist", f"paths.data_dir={mnist_raw_dir}", "data.val_size=4000",
-                    *FAST, run_dir=tmp_path)  # fmt: skip
-    _one_paragraph(out, "data.val_size=4000 leaves no training digits", "4000 training digits")
+    cfg = compose_train(tmp_path, "data=mnist", f"paths.data_dir={mnist_raw_dir}",
+                        "data.val_size=4000")  # fmt: skip
+    with pytest.raises(CamlabError, match="data.val_size=4000 leaves no training digits.*4000 "):
+        train(cfg)
 
 
 class _Broken(Dataset):

@@ -10,8 +10,7 @@ import shutil
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import FAST, ROOT, run_train
-from hydra import compose, initialize_config_dir
+from conftest import FAST, ROOT, compose_train, run_train
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -241,11 +240,6 @@ def test_which_folders_a_run_may_start_in(tmp_path, monkeypatch, capsys):
 
 
 # -- early, one-paragraph errors -----------------------------------------------------------------
-
-
-def compose_train(tmp_path, *overrides, fast=FAST):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={tmp_path}", *fast, *overrides])
 
 
 @pytest.mark.parametrize(
