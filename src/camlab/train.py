@@ -87,11 +87,11 @@ def check_checkpoint(ckpt_path: str, model: GAPClassifier, trainer_cfg: DictConf
     epochs_over = done is not None and max_epochs not in (None, -1) and done >= max_epochs
     steps_over = isinstance(step, int) and max_steps not in (None, -1) and step >= max_steps
     if epochs_over or steps_over:
-        limit = f"trainer.max_epochs={max_epochs}" if epochs_over else f"max_steps={max_steps}"
+        limit = f"max_epochs={max_epochs}" if epochs_over else f"max_steps={max_steps}"
         raise CamlabError(
             f"The run of {ckpt_path} is already complete: it trained {done} epochs "
-            f"({step} steps) and this run stops at {limit}. To train longer, raise it (e.g. "
-            f"trainer.max_epochs={(done or 0) + 10}); to score the model, run evaluate.py "
+            f"({step} steps) and this run stops at trainer.{limit}. To train longer, raise it "
+            f"(e.g. trainer.max_epochs={(done or 0) + 10}); to score the model, run evaluate.py "
             f"ckpt_path={ckpt_path}."
         )
 
