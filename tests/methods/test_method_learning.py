@@ -27,7 +27,9 @@ MAX_LOSS_RATIO = 0.97  # last-5 mean / first-5 mean
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(WSOL_METHODS))
+# `cam` (plain training) is tests/train/test_learning.py's run: 2 epochs, > 60% and a CAM that
+# points at the digit, and its checkpoint loads alone; here it would repeat a weaker check.
+@pytest.mark.parametrize("method", [m for m in WSOL_METHODS if m != "cam"])
 def test_method_learns_embedded_digits(tmp_path, method):
     steps = METHOD_STEPS.get(method, STEPS)
     overrides = [
