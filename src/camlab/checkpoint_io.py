@@ -6,9 +6,11 @@ so a crafted file runs code on load. Every camlab entry point reads checkpoints 
 Lightning's resume through ``AtomicCheckpointIO.load_checkpoint`` (the same).
 """
 
+import math
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -18,6 +20,26 @@ from camlab.errors import CamlabError
 
 # What a Lightning checkpoint of a GAPClassifier holds, at the least.
 REQUIRED_KEYS = ("state_dict", "hyper_parameters")
+MAX_DEPTH = 6  # nesting of plain containers (method_params, data_config)
+
+
+def is_plain(value: Any, max_depth: int = MAX_DEPTH, mappings: bool = True) -> bool:
+    """Whether ``value`` is None, a bool, int, finite float or str, or a list/tuple (and, with
+    ``mappings``, a str-keyed mapping) of such values, nested at most ``max_depth`` levels:
+    what camlab accepts from a file as an argument, since nothing in it can name code."""
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if max_depth <= 0:
+        return False
+    if isinstance(value, list | tuple):
+        return all(is_plain(v, max_depth - 1, mappings) for v in value)
+    if mappings and isinstance(value, Mapping):
+        return all(
+            isinstance(k, str) and is_plain(v, max_depth - 1, mappings) for k, v in value.items()
+        )
+    return False
 
 
 def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:

@@ -203,7 +203,15 @@ class GAPClassifier(pl.LightningModule):
             **kwargs: constructor arguments that replace the saved ones (e.g. ``optimizer``).
         """
         path = str(checkpoint_path)
-        checkpoint = read_checkpoint(path)
+        return cls.from_checkpoint(read_checkpoint(path), path, map_location, strict, **kwargs)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: dict[str, Any], path: str, map_location: Any = None, strict: bool = True,
+        **kwargs: Any,
+    ) -> "GAPClassifier":  # fmt: skip
+        """``load_from_checkpoint`` for a checkpoint already read with ``read_checkpoint``
+        (``path`` names it in errors), so a caller that needs its contents reads the file once."""
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         hparams = checkpoint_hparams(checkpoint["hyper_parameters"], path, known)
         hparams["init_from_checkpoint"] = True  # the weights are in the file: fetch none

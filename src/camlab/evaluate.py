@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -49,12 +50,12 @@ def run_folder_data(ckpt_path: str) -> tuple[dict | None, Path]:
     return from_target(data, str(run_config)), run_config
 
 
-def evaluation_data(cfg: DictConfig, ckpt_path: str) -> LocalizationDataModule:
+def evaluation_data(cfg: DictConfig, ckpt_path: str, hparams: Any) -> LocalizationDataModule:
     """The data module to score on: ``data=...`` from the command line, else the data settings
-    the checkpoint records (the model was trained on them), else, for checkpoints that do not
-    record them, the run folder's config; both rebuilt through ``camlab.data.registry``."""
+    the checkpoint records in ``hparams`` (its hyper-parameters: the model was trained on them),
+    else, for checkpoints that do not record them, the run folder's config; both rebuilt
+    through ``camlab.data.registry``."""
     loading = {k: cfg[k] for k in ("batch_size", "num_workers") if cfg.get(k) is not None}
-    hparams = read_checkpoint(ckpt_path)["hyper_parameters"]
     trained = hparams.get("data_config") if isinstance(hparams, dict) else None
     trained = trained if isinstance(trained, dict) else None  # a bad one fails in loading
     if cfg.get("data") is not None:
@@ -88,10 +89,10 @@ def evaluation_data(cfg: DictConfig, ckpt_path: str) -> LocalizationDataModule:
     return build_datamodule({**trained, **loading}, f"The checkpoint {ckpt_path}")
 
 
-def load_classifier(ckpt_path: str, datamodule) -> GAPClassifier:
-    """The checkpoint's GAPClassifier (read safely; a missing or bad file raises CamlabError),
-    checked against the data's classes."""
-    model = GAPClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+def load_classifier(ckpt_path: str, checkpoint: dict, datamodule) -> GAPClassifier:
+    """The GAPClassifier of ``checkpoint`` (read with ``read_checkpoint``; a bad one raises
+    CamlabError), checked against the data's classes."""
+    model = GAPClassifier.from_checkpoint(checkpoint, ckpt_path, map_location="cpu")
     names = model.hparams.get("class_names")
     if model.hparams.num_classes != datamodule.num_classes or (
         names is not None and list(names) != list(datamodule.class_names)
@@ -142,12 +143,13 @@ def evaluate(cfg: DictConfig) -> dict:
             "ckpt_path is empty; pass a checkpoint of a training run, e.g. "
             "ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
         )
-    datamodule = evaluation_data(cfg, str(cfg.ckpt_path))
+    checkpoint = read_checkpoint(str(cfg.ckpt_path))  # read once: data settings and weights
+    datamodule = evaluation_data(cfg, str(cfg.ckpt_path), checkpoint["hyper_parameters"])
 
     wanted = scorable_metrics(datamodule, cfg.split, cfg.metrics)
     for method in cfg.cam.methods:
         check_method(method)  # an unknown name fails now, listing the valid ones
-    classifier = load_classifier(cfg.ckpt_path, datamodule)
+    classifier = load_classifier(cfg.ckpt_path, checkpoint, datamodule)
     # center / fullsup rows (fullsup trains on baselines.fullsup.train_split here).
     baselines, baseline_info = build_baselines(
         cfg.cam.methods, cfg.baselines, classifier, datamodule, cfg.split, cfg.seed,

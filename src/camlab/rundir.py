@@ -2,6 +2,7 @@
 anything, to start a run in a folder that already holds another run's outputs."""
 
 import glob
+import logging
 import os
 import sys
 from typing import Any
@@ -9,12 +10,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from camlab.errors import CamlabError, report_error
+
+log = logging.getLogger(__name__)
+
 
 def run_outputs(run_dir: str) -> list[str]:
     """The files in ``run_dir`` that a finished (or interrupted) run leaves and that a second
     run would overwrite: ``metrics.json`` and ``checkpoints/*.ckpt``."""
-    found = [os.path.join(run_dir, "metrics.json")]
-    found = [p for p in found if os.path.exists(p)]
+    metrics = os.path.join(run_dir, "metrics.json")
+    found = [metrics] if os.path.exists(metrics) else []
     return found + sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoints", "*.ckpt")))
 
 
@@ -47,7 +52,7 @@ def overwrite_problem(run_dir: str, task_name: str, ckpt_path: Any) -> str | Non
 
 
 def _refuse(message: str) -> None:
-    print(f"\nError: {message}", file=sys.stderr)
+    report_error(CamlabError(message), log)  # no run log yet: stderr only
     sys.exit(1)
 
 

@@ -34,6 +34,30 @@ def compose_train(tmp_path: Path, *overrides: str, fast=FAST):
         return compose("train", overrides=[f"paths.output_dir={tmp_path}", *fast, *overrides])
 
 
+class Payload:
+    """Unpickling it runs ``exec``: what a crafted checkpoint does with weights_only=False."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def run_cam_image(checkpoint: Path, tmp_path: Path) -> int:
+    """``scripts/cam_image.py <blank image> --checkpoint <checkpoint>`` in-process: exit code."""
+    import importlib.util
+
+    import cv2
+
+    spec = importlib.util.spec_from_file_location("cam_image", ROOT / "scripts" / "cam_image.py")
+    cam_image = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cam_image)
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), np.zeros((28, 28), np.uint8))
+    return cam_image.main([str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path)])
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Writes an array in MNIST's IDX format (big-endian dims, uint8 data)."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(

@@ -2,15 +2,12 @@
 paragraph with the fix and a non-zero exit, and ``last.ckpt`` always holds the latest epoch."""
 
 import functools
-import importlib.util
 import os
 
-import cv2
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import FAST, ROOT, compose_train, run_train
+from conftest import FAST, ROOT, Payload, compose_train, run_cam_image, run_train
 from torch.utils.data import DataLoader, Dataset
 
 from camlab.callbacks import LastEveryEpochCheckpoint
@@ -20,16 +17,6 @@ from camlab.data.shapes import ShapesDataModule
 from camlab.errors import CamlabError, user_message
 from camlab.models.backbones import check_input_size
 from camlab.train import check_trainer_config, train
-
-
-class Payload:
-    """Unpickling it runs ``exec``: what a crafted checkpoint does with weights_only=False."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
 
 
 @pytest.fixture
@@ -70,12 +57,7 @@ def test_crafted_checkpoint_is_refused_by_every_entry_point(crafted, tmp_path, c
                     run_dir=tmp_path / "eval", script="evaluate.py")  # fmt: skip
     _one_paragraph(out, "Refused to load")
 
-    spec = importlib.util.spec_from_file_location("cam_image", ROOT / "scripts" / "cam_image.py")
-    cam_image = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cam_image)
-    image = tmp_path / "digit.png"
-    cv2.imwrite(str(image), np.zeros((28, 28), np.uint8))
-    assert cam_image.main([str(image), "--checkpoint", str(path), "--out", str(tmp_path)]) == 2
+    assert run_cam_image(path, tmp_path) == 2
     assert "Refused to load" in capsys.readouterr().err
     assert not marker.exists(), "code from the checkpoint ran"
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import FAST, ROOT, compose_train, run_train
+from conftest import FAST, ROOT, Payload, compose_train, run_cam_image, run_train
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -114,6 +114,11 @@ def eval_cfg(**extra):
     return OmegaConf.create({"data": None, "batch_size": None, "num_workers": 0, **extra})
 
 
+def evaluation_data(cfg, ckpt):
+    """``evaluate.py``'s data module for the checkpoint ``ckpt``, as ``evaluate()`` builds it."""
+    return camlab.evaluate.evaluation_data(cfg, ckpt, read_checkpoint(ckpt)["hyper_parameters"])
+
+
 def run_folder(tmp_path, data: dict, data_config=None):
     """``<tmp>/run/checkpoints/last.ckpt`` (squeezenet, 10 classes) and ``.hydra/config.yaml``."""
     run = tmp_path / "run"
@@ -147,7 +152,7 @@ def test_run_folder_config_never_chooses_a_callable(tmp_path):
     for k, data in enumerate(attacks):
         ckpt = run_folder(tmp_path / str(k), data)
         with pytest.raises(CamlabError, match="not one of camlab's|not plain"):
-            camlab.evaluate.evaluation_data(eval_cfg(), ckpt)
+            evaluation_data(eval_cfg(), ckpt)
     assert victim.read_text() == "keep" and not marker.exists()
 
 
@@ -157,14 +162,14 @@ def test_evaluation_takes_the_data_from_the_checkpoint(tmp_path, caplog):
     rewritten = {"_target_": "camlab.data.shapes.ShapesDataModule", "image_size": 112}
     ckpt = run_folder(tmp_path, rewritten, data_config=trained)
     with caplog.at_level(logging.WARNING, logger="camlab.evaluate"):
-        dm = camlab.evaluate.evaluation_data(eval_cfg(), ckpt)
+        dm = evaluation_data(eval_cfg(), ckpt)
     assert isinstance(dm, ShapesDataModule) and dm.image_size == 48 and dm.num_workers == 0
     assert "image_size=112 (trained with 48)" in caplog.text
     assert "evaluating on the data settings recorded in the checkpoint" in caplog.text
     # A run-folder _target_ that is not camlab's is not even looked at when the checkpoint
     # records its data.
     bad = run_folder(tmp_path / "b", {"_target_": "builtins.exec", "source": "1/0"}, trained)
-    assert camlab.evaluate.evaluation_data(eval_cfg(), bad).image_size == 48
+    assert evaluation_data(eval_cfg(), bad).image_size == 48
 
 
 def test_data_settings_rebuild_through_the_registry_only():
@@ -337,29 +342,16 @@ def test_instantiator_in_a_checkpoint_is_refused_everywhere(tmp_path, capsys):
     with pytest.raises(CamlabError, match="_instantiator.*camlab rebuilds models from its own"):
         GAPClassifier.load_from_checkpoint(path)
 
-    import importlib.util
-
-    import cv2
-    import numpy as np
-
-    spec = importlib.util.spec_from_file_location("cam_image", ROOT / "scripts" / "cam_image.py")
-    cam_image = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cam_image)
-    image = tmp_path / "digit.png"
-    cv2.imwrite(str(image), np.zeros((28, 28), np.uint8))
-    assert cam_image.main([str(image), "--checkpoint", str(path), "--out", str(tmp_path)]) == 2
+    assert run_cam_image(path, tmp_path) == 2
     err = capsys.readouterr().err
     assert "Refused to load" in err and "_instantiator" in err and "Traceback" not in err
     assert not marker.exists()
 
 
 def test_refused_pickle_gives_no_advice_to_allow_it(tmp_path):
-    class Payload:
-        def __reduce__(self):
-            return exec, ("1",)
-
     path = tmp_path / "p.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {}, "x": Payload()}, path)
+    payload = Payload(str(tmp_path / "pwned.txt"))
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "x": payload}, path)
     with pytest.raises(CamlabError) as err:
         read_checkpoint(str(path))
     assert "it names exec" in str(err.value) or "it names builtins.exec" in str(err.value)

@@ -43,14 +43,15 @@ class LocalizationDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 2, pin_memory: bool = False):
         super().__init__()
-        self.settings: dict = getattr(self, "settings", {})
+        self.settings: dict = {}  # constructor arguments, set by subclasses (_remember)
         self.batch_size = check_count("batch_size", batch_size, 1)
         self.num_workers = check_count("num_workers", num_workers, 0)
         self.pin_memory = pin_memory
         self.splits: dict[str, Dataset] = {}
 
     def _remember(self, args: dict) -> None:
-        """Keeps the constructor's arguments (``locals()`` at its start) as ``self.settings``:
+        """Keeps the constructor's arguments (its ``locals()`` before any other local is set)
+        as ``self.settings``:
         plain values a checkpoint stores, from which ``camlab.data.registry`` rebuilds this
         module without instantiating anything a file names."""
         self.settings = {

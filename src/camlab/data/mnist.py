@@ -88,8 +88,8 @@ class MNISTLocDataModule(LocalizationDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
     ) -> None:
-        self._remember(locals())
         super().__init__(batch_size, num_workers, pin_memory)
+        self._remember(locals())
         check_count("canvas_size", canvas_size, 28)
         check_count("val_size", val_size, 1)
         check_count("test_size", test_size, 1)

@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from camlab.checkpoint_io import is_plain
 from camlab.data.base import LocalizationDataModule
 from camlab.data.mnist import MNISTLocDataModule
 from camlab.data.shapes import ShapesDataModule
@@ -25,14 +26,6 @@ DATA_MODULES: dict[str, type[LocalizationDataModule]] = {
 LOADING = ("batch_size", "num_workers", "pin_memory")
 # Where the files are: machine-specific, and no difference in what the model saw.
 PATHS = ("data_dir", "data_root", "metadata_root", "mask_root", "download")
-
-
-def _is_plain(value: Any) -> bool:
-    if value is None or isinstance(value, bool | int | float | str):
-        return True
-    return isinstance(value, list | tuple) and all(
-        v is None or isinstance(v, bool | int | float | str) for v in value
-    )
 
 
 def describe(datamodule: LocalizationDataModule) -> dict[str, Any] | None:
@@ -79,7 +72,7 @@ def build_datamodule(settings: Mapping[str, Any], source: str) -> LocalizationDa
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     kwargs = {k: v for k, v in settings.items() if k != "module"}
     unknown = sorted(str(k) for k in kwargs if k not in accepted)
-    bad = sorted(str(k) for k, v in kwargs.items() if not _is_plain(v))
+    bad = sorted(str(k) for k, v in kwargs.items() if not is_plain(v, max_depth=1, mappings=False))
     if unknown or bad:
         what = f"unknown settings {unknown}" if unknown else f"settings that are not plain {bad}"
         raise CamlabError(

@@ -112,8 +112,8 @@ class ShapesDataModule(LocalizationDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
     ) -> None:
-        self._remember(locals())
         super().__init__(batch_size, num_workers, pin_memory)
+        self._remember(locals())
         for name, value in (("image_size", image_size), ("train_size", train_size),
                             ("val_size", val_size), ("test_size", test_size)):  # fmt: skip
             check_count(name, value, 1)

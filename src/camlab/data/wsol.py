@@ -177,8 +177,8 @@ class WSOLDataModule(LocalizationDataModule):
         num_workers: int = 4,
         pin_memory: bool = False,
     ) -> None:
-        self._remember(locals())
         super().__init__(batch_size, num_workers, pin_memory)
+        self._remember(locals())
         if resize_size < image_size:
             raise CamlabError(
                 f"data.resize_size={resize_size} is smaller than data.image_size={image_size}: "

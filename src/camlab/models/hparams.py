@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from camlab.checkpoint_io import is_plain
 from camlab.errors import CamlabError
 
 # Far above any classification data set (ImageNet-21k has 21,841 classes), far below sizes whose
@@ -17,23 +18,6 @@ from camlab.errors import CamlabError
 MAX_CLASSES = 100_000
 MAX_CHANNELS = 64
 MAX_IMAGE_SIZE = 16_384
-MAX_DEPTH = 6  # nesting of plain containers (method_params, data_config)
-
-
-def is_plain(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` is None, a bool, int, finite float or str, or a list/tuple/dict (str
-    keys) of such values, nested at most ``MAX_DEPTH`` levels."""
-    if value is None or isinstance(value, bool | int | str):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if depth >= MAX_DEPTH:
-        return False
-    if isinstance(value, list | tuple):
-        return all(is_plain(v, depth + 1) for v in value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and is_plain(v, depth + 1) for k, v in value.items())
-    return False
 
 
 def _fail(name: str, value: Any, expected: str) -> CamlabError:
