@@ -18,8 +18,9 @@ from camlab.data.base import LocalizationDataModule
 from camlab.data.registry import build_datamodule, describe, differences, from_target
 from camlab.errors import CamlabError, report_error
 from camlab.evaluation import report
-from camlab.evaluation.baselines import build_baselines, check_method, fullsup_device
+from camlab.evaluation.baselines import build_baselines, check_method
 from camlab.evaluation.examples import example_grid, pick_examples
+from camlab.evaluation.fullsup import fullsup_trainer_settings
 from camlab.evaluation.module import CamEvaluation
 from camlab.instantiate import build
 
@@ -150,10 +151,15 @@ def evaluate(cfg: DictConfig) -> dict:
     for method in cfg.cam.methods:
         check_method(method)  # an unknown name fails now, listing the valid ones
     classifier = load_classifier(cfg.ckpt_path, checkpoint, datamodule)
-    # center / fullsup rows (fullsup trains on baselines.fullsup.train_split here).
+    # center / fullsup rows; fullsup trains on baselines.fullsup.train_split with a trainer like
+    # the evaluation's (devices, precision, strategy).
+    fullsup_trainer = None
+    if "fullsup" in cfg.cam.methods:
+        settings = fullsup_trainer_settings(cfg.baselines.fullsup.epochs)
+        fullsup_trainer = build(cfg.trainer, "trainer", **settings)
     baselines, baseline_info = build_baselines(
         cfg.cam.methods, cfg.baselines, classifier, datamodule, cfg.split, cfg.seed,
-        fullsup_device(cfg.trainer),
+        fullsup_trainer,
     )  # fmt: skip
     evaluation = CamEvaluation(
         classifier,

@@ -57,7 +57,7 @@ def test_accuracy_and_localization_in_percent(fitted):
 def test_top1_loc_at_best_tau_counts_only_correct_classes():
     """MaxBoxAccTop1 on hand-made maps: a perfect box counts for Top-1 Loc only when the class
     is right; GT-known Loc and MaxBoxAcc v1 ignore the class."""
-    from camlab.callbacks.val_localization import MaxBoxAccTop1
+    from camlab.metrics.wsol import MaxBoxAccTop1
 
     maps = torch.zeros(4, 32, 32, dtype=torch.float64)
     maps[:, 8:16, 8:16] = 1.0
@@ -84,7 +84,7 @@ def test_batch_hook_leaves_model_untouched():
         logits, feats = model.net.forward_with_features(batch["image"])
         outputs = {"loss": torch.tensor(0.0), "logits": logits, "features": feats}
         callback.on_validation_batch_end(trainer, model, outputs, batch, 0)
-    assert int(callback.box_acc_v2.num_images) == len(batch["image"])
+    assert int(callback.metrics.box_v2.num_images) == len(batch["image"])
     assert {n: m.training for n, m in model.named_modules()} == modes
     for n, p in model.named_parameters():
         assert torch.equal(p.grad, grads[n]), n

@@ -18,11 +18,9 @@ from camlab.data import ShapesDataModule
 from camlab.data.base import LocalizationDataModule
 from camlab.errors import CamlabError
 from camlab.evaluate import evaluate as camlab_evaluate
-from camlab.evaluation.baselines import (
-    CenterBaseline,
-    _flip,
-    center_gaussian,
-    check_method,
+from camlab.evaluation.baselines import CenterBaseline, center_gaussian, check_method
+from camlab.evaluation.fullsup import (
+    flip_batch,
     foreground_targets,
     resolve_init,
     train_fullsup,
@@ -132,7 +130,7 @@ def test_foreground_targets_and_flips_by_hand():
     assert target.tolist() == [first, second] and bool((weight == 1).all())
     # Width 5: x -> 4 - x, so [1, 0, 2, 1] -> [2, 0, 3, 1]; padding rows stay -1.
     batch["image"] = torch.arange(40.0).reshape(2, 1, 4, 5)
-    flipped = _flip(batch, torch.tensor([True, False]), use_masks=False)
+    flipped = flip_batch(batch, torch.tensor([True, False]), use_masks=False)
     assert flipped["box"][0].tolist() == [[2, 0, 3, 1], [-1, -1, -1, -1]]
     assert torch.equal(flipped["box"][1], boxes[1])
     assert torch.equal(flipped["image"][0], batch["image"][0].flip(-1))

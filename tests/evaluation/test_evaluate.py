@@ -124,8 +124,9 @@ def test_no_recorded_data_and_no_run_config_asks_for_data(trained, tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process(trained, tmp_path):
     """One evaluation with every part a rank could get wrong (CAM methods, the center and fullsup
-    baselines, boxes, PxAP, faithfulness) in 2 processes (gloo) and in 1. Each process trains
-    its own fullsup copy; rank 0's weights are broadcast before scoring."""
+    baselines, boxes, PxAP, faithfulness) in 2 processes (gloo) and in 1. fullsup trains under
+    the same DDP trainer, each process on the whole val split in one order, so the averaged
+    gradient is each one's own and both processes hold what one process trains."""
     ckpt = trained / "checkpoints" / "last.ckpt"
     common = [
         f"ckpt_path={ckpt}", "num_workers=0", "batch_size=5", "trainer.accelerator=cpu",

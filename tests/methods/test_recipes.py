@@ -71,7 +71,9 @@ def test_recipe_values(data, arch):
     assert cfg.model.hires_cam is (arch == "resnet50")
     assert list(cfg.model.get("head_layers") or []) == (["layer4"] if arch == "resnet50" else [])
     assert isinstance(large, bool)
+    # One threshold grid for the validation metrics and the panel's red-box calibration.
     assert cfg.callbacks.val_localization.cam_curve_interval == 0.001
+    assert cfg.callbacks.cam_panel.cam_curve_interval == 0.001
     assert cfg.callbacks.model_checkpoint.monitor is None  # the last epoch is kept
     assert cfg.optimized_metric == metric
 
@@ -122,3 +124,15 @@ def test_recipe_models_build_at_224(arch):
     assert logits.shape == (1, NUM_CLASSES["openimages"])
     side = CAM_SIDE[arch]
     assert feats.shape[-2:] == (side, side)
+
+
+def test_default_grid_is_the_protocols_and_shared():
+    from camlab.protocol import CAM_CURVE_INTERVAL
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=["cam_curve_interval=0.05"])
+        default = compose("train")
+    assert default.callbacks.val_localization.cam_curve_interval == CAM_CURVE_INTERVAL == 0.01
+    assert default.callbacks.cam_panel.cam_curve_interval == CAM_CURVE_INTERVAL
+    assert cfg.callbacks.val_localization.cam_curve_interval == 0.05
+    assert cfg.callbacks.cam_panel.cam_curve_interval == 0.05

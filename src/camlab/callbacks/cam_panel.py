@@ -33,7 +33,8 @@ from camlab.cam import compute_cam, get_method
 from camlab.cam.overlay import COLORMAPS, denormalize, grid
 from camlab.errors import CamlabError
 from camlab.evalmode import eval_mode
-from camlab.metrics import MaxBoxAcc, boxes_at_threshold, cams_to_scoremaps
+from camlab.metrics import MaxBoxAcc, boxes_at_threshold, cam_thresholds, cams_to_scoremaps
+from camlab.protocol import CAM_CURVE_INTERVAL
 
 TARGETS = ("predicted", "ground_truth")
 # The CAM paper's threshold, for data without boxes to calibrate a red-box threshold on.
@@ -63,8 +64,9 @@ class CAMPanel(Callback):
     ``box_threshold="val"`` (default): each method's own threshold, where its MaxBoxAcc (v1:
     largest contour, IoU >= 50) peaks on the first ``calibration_images`` validation images,
     with ground-truth-class maps as the protocol does, recomputed at every panel. With
-    ``calibration_images=None`` (the whole split) the ``cam`` panel's threshold equals
-    ``val/max_box_acc_threshold``. A number fixes the threshold for every method.
+    ``calibration_images=None`` (the whole split) and ``ValLocalization``'s
+    ``cam_curve_interval`` the ``cam`` panel's threshold equals ``val/max_box_acc_threshold``.
+    A number fixes the threshold for every method.
 
     The grid is laid out for TensorBoard's 350 px image card (``card_width``): columns, and a
     smaller tile size only if needed, chosen so the card shows it whole.
@@ -85,6 +87,7 @@ class CAMPanel(Callback):
         style: ``"side_by_side"``, ``"overlay"`` or ``"contour"``.
         box_threshold: ``"val"`` or a CAM threshold in [0, 1) for the red box.
         calibration_images: validation images that calibrate ``"val"`` (``None``: all).
+        cam_curve_interval: threshold grid step of that calibration.
         card_width: grid width limit in pixels (``None``: tiles at full size, square grid).
         nrow: tiles per grid row (default: chosen with ``card_width``).
         target_layer: layer every method explains (``None`` = the CAM layer); a shallower one,
@@ -102,6 +105,7 @@ class CAMPanel(Callback):
         style: str = "side_by_side",
         box_threshold: float | str = "val",
         calibration_images: int | None = 128,
+        cam_curve_interval: float = CAM_CURVE_INTERVAL,
         card_width: int | None = CARD_WIDTH,
         nrow: int | None = None,
         target_layer: str | None = None,
@@ -138,6 +142,8 @@ class CAMPanel(Callback):
         self.style = style
         self.box_threshold = box_threshold
         self.calibration_images = calibration_images
+        cam_thresholds(cam_curve_interval)  # a bad step fails now, not after an epoch
+        self.cam_curve_interval = cam_curve_interval
         self.card_width = card_width
         self.nrow = nrow
         self.target_layer = target_layer
@@ -237,7 +243,9 @@ class CAMPanel(Callback):
         assert self._calibration is not None
         cal = self._calibration
         # Rank 0 alone runs this: a torchmetrics compute() would all-gather and hang DDP.
-        metric = MaxBoxAcc(0.01, (50,), multi_contour=False, sync_on_compute=False)
+        metric = MaxBoxAcc(
+            self.cam_curve_interval, (50,), multi_contour=False, sync_on_compute=False
+        )
         for start in range(0, len(cal["image"]), CALIBRATION_BATCH):
             part = slice(start, start + CALIBRATION_BATCH)
             images = cal["image"][part].to(pl_module.device)

@@ -18,27 +18,13 @@ from camlab.cam import compute_cam
 from camlab.data.base import LocalizationDataModule
 from camlab.metrics import (
     FaithfulnessMetrics,
-    LocalizationAccuracy,
-    MaxBoxAcc,
-    PxAP,
     box_iou,
     boxes_at_threshold,
     cam_thresholds,
-    cams_to_scoremaps,
     max_iou_curve,
 )
-from camlab.protocol import gt_box_list
-
-
-class MethodMetrics(nn.Module):
-    """The torchmetrics of one CAM method (a module, so Lightning moves and syncs them)."""
-
-    def __init__(self, d: float, deltas: Sequence[int], cam_threshold: float, topk, masks: bool):
-        super().__init__()
-        self.box_v2 = MaxBoxAcc(d, tuple(deltas), multi_contour=True)
-        self.box_v1 = MaxBoxAcc(d, (50,), multi_contour=False)
-        self.loc = LocalizationAccuracy(cam_threshold, 0.5, topk=topk)
-        self.pxap = PxAP(d) if masks else None
+from camlab.metrics.wsol import WSOLMetrics
+from camlab.protocol import cams_to_scoremaps, gt_box_list
 
 
 class CamEvaluation(pl.LightningModule):
@@ -86,7 +72,7 @@ class CamEvaluation(pl.LightningModule):
         self.topk = tuple(k for k in topk if k <= datamodule.num_classes)
         # ModuleDict keys cannot hold every method name ("gradcam++"): index by position.
         self.scores = nn.ModuleList(
-            MethodMetrics(cam_curve_interval, iou_thresholds, cam_threshold, self.topk, masks)
+            WSOLMetrics(cam_curve_interval, iou_thresholds, cam_threshold, self.topk, boxes, masks)
             for _ in self.methods
         )
         self.classification = nn.ModuleDict(
@@ -125,11 +111,6 @@ class CamEvaluation(pl.LightningModule):
             if isinstance(metric, Metric):
                 metric.reset()
         self.rows = []
-        # Each DDP process trained its own fullsup copy: score rank 0's everywhere, so N
-        # processes give what one gives.
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            for tensor in [*self.baselines.parameters(), *self.baselines.buffers()]:
-                dist.broadcast(tensor.data, src=0)
 
     def raw_maps(self, method: str, images: Tensor, labels: Tensor) -> Tensor:
         """``[B, h, w]`` maps of the ``labels`` class by ``method`` (a CAM method or a baseline)."""
@@ -157,16 +138,11 @@ class CamEvaluation(pl.LightningModule):
         ]
         for method, metrics in zip(self.methods, self.scores, strict=True):
             maps = cams_to_scoremaps(self.raw_maps(method, images, labels), size)
-            if self.masks:
-                mask = batch["mask"].cpu()
-                metrics.pxap.update(maps, mask == 1, ignore=mask == 255)
+            metrics.update(maps, logits, labels, boxes=gt, masks=batch.get("mask"))
             if self._scores_faithfulness():
                 self._update_faithfulness(method, batch, maps, logits)
             if not self.boxes:
                 continue
-            metrics.box_v2.update(maps, gt)
-            metrics.box_v1.update(maps, gt)
-            metrics.loc.update(logits.cpu(), labels.cpu(), maps, gt)
             for row, scoremap, boxes in zip(rows, maps.numpy(), gt, strict=True):
                 row[method] = self._image_record(scoremap, boxes.numpy())
         self.rows.extend(rows)
@@ -217,13 +193,7 @@ class CamEvaluation(pl.LightningModule):
         }
         results: dict[str, Any] = {}
         for method, metrics in zip(self.methods, self.scores, strict=True):
-            out: dict[str, Any] = {}
-            if self.boxes:
-                out["v2"] = metrics.box_v2.compute()
-                out["v1"] = metrics.box_v1.compute()
-                out["loc"] = metrics.loc.compute()
-            if self.masks:
-                out["pxap"] = metrics.pxap.compute()
+            out = metrics.compute()
             if self._scores_faithfulness():
                 out["faithfulness"] = self.faithfulness[self.methods.index(method)].compute()
             results[method] = out

@@ -11,6 +11,7 @@ from torchmetrics import Metric
 from camlab.metrics.contours import max_iou_curve
 from camlab.metrics.thresholds import cam_thresholds
 from camlab.metrics.validation import check_boxes, check_scoremaps
+from camlab.protocol import CAM_CURVE_INTERVAL
 
 
 class MaxBoxAcc(Metric):
@@ -32,7 +33,7 @@ class MaxBoxAcc(Metric):
 
     def __init__(
         self,
-        cam_curve_interval: float = 0.001,
+        cam_curve_interval: float = CAM_CURVE_INTERVAL,
         iou_thresholds: Sequence[int] = (30, 50, 70),
         multi_contour: bool = True,
         **kwargs,

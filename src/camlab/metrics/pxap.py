@@ -9,6 +9,7 @@ from torchmetrics import Metric
 from camlab.metrics.jit import numba
 from camlab.metrics.thresholds import cam_thresholds
 from camlab.metrics.validation import check_scoremaps
+from camlab.protocol import CAM_CURVE_INTERVAL
 
 
 @numba.njit(cache=True, nogil=True)
@@ -106,7 +107,7 @@ class PxAP(Metric):
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, cam_curve_interval: float = 0.001, **kwargs) -> None:
+    def __init__(self, cam_curve_interval: float = CAM_CURVE_INTERVAL, **kwargs) -> None:
         super().__init__(**kwargs)
         taus = cam_thresholds(cam_curve_interval)
         self._edges = np.append(taus, [1.0, 2.0, 3.0])
