@@ -83,11 +83,10 @@ def fit(
     return trainer, model
 
 
-def offline_metrics(checkpoint: Path) -> dict[str, float]:
+def offline_metrics(checkpoint: Path, dm: ShapesDataModule) -> dict[str, float]:
     """The validation numbers from a checkpoint, computed outside Lightning (percent, but the
     threshold); Top-1 / GT-known Loc at the best threshold by a second, fixed-threshold pass."""
     model = GAPClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    dm = make_data()
     v2, v1 = MaxBoxAcc(0.01), MaxBoxAcc(0.01, (50,), multi_contour=False)
     loc = LocalizationAccuracy(0.2, 0.5, topk=(1,))
     logits, labels, maps, boxes = [], [], [], []
@@ -96,7 +95,7 @@ def offline_metrics(checkpoint: Path) -> dict[str, float]:
             logits.append(model(batch["image"]))
             labels.append(batch["label"])
             cams = compute_cam(model, batch["image"], "cam", targets=batch["label"])
-            maps.append(cams_to_scoremaps(cams, (64, 64)))
+            maps.append(cams_to_scoremaps(cams, tuple(batch["image"].shape[-2:])))
             boxes += [b[b[:, 0] >= 0] for b in batch["box"]]
     logits, labels, maps = torch.cat(logits), torch.cat(labels), torch.cat(maps)
     v2.update(maps, boxes)
@@ -108,6 +107,7 @@ def offline_metrics(checkpoint: Path) -> dict[str, float]:
     at_best.update(logits, labels, maps, boxes)
     best = at_best.compute()
     return {
+        "val/loss": float(torch.nn.functional.cross_entropy(logits, labels)),
         "val/acc": float((logits.argmax(1) == labels).double().mean() * 100),
         "val/max_box_acc_v2": float(v2.compute()["max_box_acc"]),
         "val/max_box_acc": float(v1_out["max_box_acc"]),

@@ -1,9 +1,6 @@
 """EpochSummary: one line per epoch in the Python log, with the values TensorBoard got."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -47,29 +44,6 @@ def test_one_line_per_epoch_with_the_logged_values(fitted):
             logged = events.Scalars(tag)[epoch - 1].value
             assert values[name] == pytest.approx(logged, rel=1e-3, abs=1e-6), name
         assert not any(name.endswith(("_step", "_epoch")) for name in values)
-
-
-def test_train_py_writes_the_lines_to_hydras_train_log(tmp_path):
-    """Through ``train.py``: Hydra's job logging sends the line to the run's train.log."""
-    repo = Path(__file__).resolve().parents[2]
-    overrides = [
-        f"hydra.run.dir={tmp_path}", "data=shapes", "data.image_size=32", "data.train_size=16",
-        "data.val_size=8", "data.test_size=8", "data.num_workers=0", "data.batch_size=8",
-        "model=squeezenet1_1", "trainer.accelerator=cpu", "trainer.max_epochs=2",
-        "~callbacks.rich_progress_bar", "~callbacks.cam_panel", "test=false",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, str(repo / "train.py"), *overrides],
-        cwd=repo, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [
-        line for line in (tmp_path / "train.log").read_text().splitlines()
-        if "camlab.callbacks.epoch_summary" in line
-    ]  # fmt: skip
-    assert len(lines) == 2, (tmp_path / "train.log").read_text()
-    assert "epoch 1/2 step 1 " in lines[0] and "epoch 2/2 step 3 " in lines[1]
-    assert "val/acc" in lines[1] and "train/loss" in lines[1]
 
 
 def test_epochs_without_validation_leave_val_out():

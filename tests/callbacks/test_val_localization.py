@@ -28,7 +28,7 @@ def test_scalars_logged_and_monitorable(fitted):
 
 def test_values_equal_offline_evaluation(fitted):
     root, trainer, _ = fitted
-    expected = offline_metrics(root / "ckpt" / "last.ckpt")
+    expected = offline_metrics(root / "ckpt" / "last.ckpt", make_data())
     events = read_events(root / "tb" / "run")
     for name in (*NAMES, "val/acc"):
         assert float(trainer.callback_metrics[name]) == pytest.approx(expected[name], abs=1e-4)

@@ -73,18 +73,3 @@ def test_checkpoint_for_another_class_count(tmp_path):
         train(compose_train(tmp_path / "run", f"ckpt_path={ckpt}"))
     with pytest.raises(CamlabError, match="nope.ckpt does not exist"):
         train(compose_train(tmp_path / "run2", f"ckpt_path={tmp_path / 'nope.ckpt'}"))
-
-
-@pytest.mark.slow
-def test_two_process_cpu_ddp_writes_one_run(tmp_path):
-    out = run_train(
-        "trainer=ddp", "trainer.devices=2", *FAST, "trainer.max_epochs=1",
-        "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "test=false",
-        "~callbacks.rich_progress_bar", run_dir=tmp_path,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "epoch_000.ckpt", "last.ckpt",
-    ]  # fmt: skip
-    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert json.loads((tmp_path / "metrics.json").read_text())["value"] is not None
