@@ -38,7 +38,9 @@ def oracle_metrics(ckpt, method: str) -> tuple[float, float, float]:
 
 def test_report_files_and_reference_numbers(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
-    out = evaluate(f"ckpt_path={ckpt}", "calibrate_on=val", "num_workers=0", run_dir=tmp_path)
+    out = evaluate(
+        f"ckpt_path={ckpt}", "calibrate_on=val", "num_workers=0", run_dir=tmp_path, cli=True
+    )
     assert out["split"] == "test" and out["num_images"] == 24
     for method in ("cam", "gradcam"):
         m = out["methods"][method]

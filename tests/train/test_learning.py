@@ -19,9 +19,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_resnet18_learns_embedded_digits(tmp_path):
     overrides = [
         f"paths.output_dir={tmp_path}", "data.num_workers=0", "data.canvas_size=56",
-        "data.scale_range=[1.0,1.5]", "trainer.accelerator=cpu", "trainer.max_epochs=1", "data.batch_size=32",
-        "~callbacks.rich_progress_bar", "~callbacks.cam_panel", "~callbacks.val_localization",
-        "test=false", "seed=0",
+        "data.scale_range=[1.0,1.5]", "data.batch_size=32", "trainer.accelerator=cpu",
+        "trainer.max_epochs=1", "~callbacks.rich_progress_bar", "~callbacks.cam_panel",
+        "~callbacks.val_localization", "test=false", "seed=0",
     ]  # fmt: skip
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -51,8 +51,9 @@ def test_resnet18_learns_embedded_digits(tmp_path):
     print(f"CAM mass in box {mass_in_box:.3f}, box area {box_area:.3f}, peak in box {pointing:.3f}")
     # Measured (seed 0, 4x4 CAMs of 56 px canvases, 1 torch thread): the CAM's peak lies inside
     # the digit's box for 0.81 of the images (pointing game; 0.86 after the 2-epoch run), and
-    # 0.28 of the positive CAM mass lies in boxes covering 0.16 of the pixels (1.7x uniform). More than half of this
-    # last-layer CAM's mass in the box is out of reach: one 4x4 cell spans 14 px, a digit 28-42.
+    # 0.28 of the positive CAM mass lies in boxes covering 0.16 of the pixels (1.7x uniform).
+    # More than half of this last-layer CAM's mass in the box is out of reach: one 4x4 cell
+    # spans 14 px, a digit 28-42.
     assert pointing > 0.75
     assert mass_in_box > 1.4 * box_area
     # At a finer layer the map can be as sharp as the digit: LayerCAM (made for shallow layers)
