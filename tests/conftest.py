@@ -14,3 +14,32 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+# The slowest files first, longest first (measured with --durations; one xdist worker runs a
+# whole file): with pyproject's --no-loadscope-reorder, xdist hands files out in this order, so
+# no long file starts last while the other worker idles.
+LONGEST_FIRST = [
+    "methods/test_method_learning.py",
+    "evaluation/test_evaluate.py",
+    "train/test_learning.py",
+    "train/test_cli.py",
+    "sweep/test_sweep_ddp.py",
+    "sweep/test_sweeps.py",
+    "evaluation/test_baselines.py",
+    "train/test_reliability.py",
+    "train/test_resume.py",
+    "cam/test_models.py",
+    "callbacks/test_cam_panel.py",
+    "train/test_untrusted.py",
+    "callbacks/test_callbacks_ddp.py",
+    "metrics/test_maxtree.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: files stay whole, the others keep their order

@@ -1,10 +1,11 @@
-"""``python train.py`` end to end, as a user runs it (subprocesses), and its early errors."""
+"""``python train.py`` end to end (as a user runs it, and its ``train()`` in this process) and
+its early errors."""
 
 import json
 
 import pytest
 import torch
-from conftest import FAST, compose_train, run_train
+from conftest import compose_train, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from camlab.classifier import GAPClassifier
@@ -12,21 +13,25 @@ from camlab.errors import CamlabError
 from camlab.train import train
 
 
-@pytest.mark.parametrize("data", ["mnist_embedded", "shapes"])
-def test_fast_dev_run_per_data_config(data, tmp_path):
-    out = run_train("debug=fast_dev_run", f"data={data}", "data.num_workers=0", run_dir=tmp_path)
+def test_fast_dev_run_as_typed(tmp_path):
+    out = run_train("debug=fast_dev_run", "data.num_workers=0", run_dir=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / ".hydra" / "config.yaml").exists() and (tmp_path / "train.log").exists()
 
 
+def test_fast_dev_run_on_shapes(tmp_path):
+    train(compose_train(tmp_path, "debug=fast_dev_run", "data=shapes", fast=["data.num_workers=0"]))
+    assert (tmp_path / "metrics.json").exists()
+
+
 def test_full_mnist_from_local_copy_trains_checkpoints_and_logs(mnist_raw_dir, tmp_path):
-    out = run_train(
-        "data=mnist", f"paths.data_dir={mnist_raw_dir}", "data.val_size=500", *FAST,
+    overrides = [
+        "data=mnist", f"paths.data_dir={mnist_raw_dir}", "data.val_size=500",
         "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1",
-        "~callbacks.rich_progress_bar", run_dir=tmp_path,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+        "~callbacks.rich_progress_bar",
+    ]  # fmt: skip
+    train(compose_train(tmp_path, *overrides))
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert ckpts == ["epoch_000.ckpt", "last.ckpt"]
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
