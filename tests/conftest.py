@@ -20,20 +20,20 @@ def pytest_configure(config):
 # whole file): with pyproject's --no-loadscope-reorder, xdist hands files out in this order, so
 # no long file starts last while the other worker idles.
 LONGEST_FIRST = [
-    "methods/test_method_learning.py",
     "evaluation/test_evaluate.py",
     "train/test_learning.py",
-    "train/test_cli.py",
+    "methods/test_method_learning.py",
     "sweep/test_sweep_ddp.py",
+    "train/test_cli.py",
     "sweep/test_sweeps.py",
-    "evaluation/test_baselines.py",
     "train/test_reliability.py",
-    "train/test_resume.py",
-    "cam/test_models.py",
-    "callbacks/test_cam_panel.py",
-    "train/test_untrusted.py",
-    "callbacks/test_callbacks_ddp.py",
+    "evaluation/test_baselines.py",
     "metrics/test_maxtree.py",
+    "callbacks/test_cam_panel.py",
+    "callbacks/test_callbacks_ddp.py",
+    "train/test_untrusted.py",
+    "cam/test_models.py",
+    "train/test_resume.py",
 ]
 
 
