@@ -50,12 +50,19 @@ def test_crafted_checkpoint_is_refused_by_every_entry_point(crafted, tmp_path, c
     with pytest.raises(CamlabError, match="Refused to load"):
         read_checkpoint(str(path))
 
-    out = run_train(f"ckpt_path={path}", *FAST, run_dir=tmp_path / "train")
-    _one_paragraph(out, "Refused to load", "weights_only=True")
+    # What train.py and evaluate.py run (their one-paragraph printing: the command-line tests).
+    with pytest.raises(CamlabError, match="Refused to load .*weights_only=True"):
+        train(compose_train(tmp_path / "train", f"ckpt_path={path}"))
+    from hydra import compose, initialize_config_dir
 
-    out = run_train(f"ckpt_path={path}", "data=mnist_embedded", "data.num_workers=0",
-                    run_dir=tmp_path / "eval", script="evaluate.py")  # fmt: skip
-    _one_paragraph(out, "Refused to load")
+    from camlab.evaluate import evaluate
+
+    overrides = [f"ckpt_path={path}", "data=mnist_embedded", "data.num_workers=0",
+                 f"paths.output_dir={tmp_path / 'eval'}"]  # fmt: skip
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("eval", overrides=overrides)
+    with pytest.raises(CamlabError, match="Refused to load"):
+        evaluate(cfg)
 
     assert run_cam_image(path, tmp_path) == 2
     assert "Refused to load" in capsys.readouterr().err
@@ -152,18 +159,28 @@ def test_error_in_a_loader_worker_is_the_original_paragraph():
     assert user_message(err.value) == "Image /data/x.jpg does not exist: fix data.data_root."
 
 
-def test_worker_error_on_the_command_line(tmp_path, monkeypatch):
+def test_worker_error_is_the_original_paragraph(tmp_path, monkeypatch):
+    # A CamlabError raised in a DataLoader worker process reaches train() wrapped by torch with
+    # the worker's traceback; the paragraph train.py prints is the original message alone.
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "data"))
     from wsol_fake import make_box_dataset
 
     make_box_dataset(tmp_path)
-    image = tmp_path / "dataset" / "CUB" / "0.red" / "val_0.png"
+    # Not item 0, which the main process reads before training (has_boxes), and no panel
+    # (it loads its images in the main process): a DataLoader worker meets it.
+    (image,) = (tmp_path / "dataset" / "CUB").glob("*/val_2.png")
     image.unlink()
-    out = run_train("data=cub", f"paths.data_dir={tmp_path}", "debug=fast_dev_run",
-                    "data.num_workers=1", "data.batch_size=3", "trainer.accelerator=cpu",
-                    run_dir=tmp_path / "run")  # fmt: skip
-    _one_paragraph(out, f"Image {image} does not exist", "data.data_root")
-    assert "Original Traceback" not in out.stderr + out.stdout
+    cfg = compose_train(
+        tmp_path / "run", "data=cub", f"paths.data_dir={tmp_path}", "debug=fast_dev_run",
+        "data.num_workers=1", "data.batch_size=3", "~callbacks.cam_panel",
+        fast=["trainer.accelerator=cpu"],
+    )  # fmt: skip
+    with pytest.raises(Exception) as raised:
+        train(cfg)
+    assert "Original Traceback" in str(raised.value)  # it did come from the worker
+    message = user_message(raised.value)
+    assert message.startswith(f"Image {image} does not exist") and "data.data_root" in message
+    assert "Original Traceback" not in message and "Traceback" not in message
 
 
 def test_checks_in_process():
