@@ -1,5 +1,7 @@
 """``compute_cam``: any registered method on any classifier, without side effects on the model."""
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -13,6 +15,7 @@ from camlab.cam.smoothing import AUGMENTATIONS, augment
 from camlab.cam.targets import Targets, resolve_targets
 from camlab.cam.tokens import token_transform
 from camlab.errors import CamlabError
+from camlab.evalmode import eval_mode
 
 
 def compute_cam(
@@ -137,6 +140,85 @@ def compute_cam(
                     total = total + minmax_normalize(aug.flip(-1) if flip else aug)
             maps = total / len(AUGMENTATIONS)
     return _finish(maps, keep_k, output_size, normalize)
+
+
+def compute_cams(
+    model: nn.Module,
+    images: Tensor,
+    methods: list[str],
+    targets: Targets = None,
+    target_layer: str | nn.Module | None = None,
+    *,
+    closed_form: bool = True,
+    max_batch: int = 64,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The logits and several methods' maps from **one** forward pass of ``images``.
+
+    The methods that read the target layer's activation (CAM, the Grad-CAM family, Eigen-CAM,
+    Score-CAM, Ablation-CAM, ...) share one capture and one target resolution; the gradient
+    ones share its post-layer graph (or the closed form). Methods with their own forward
+    (FullGrad) or their own noise (SmoothGrad-CAM++, SS-CAM) run as ``compute_cam`` would.
+    Every map equals ``compute_cam(model, images, method, targets, target_layer)``'s and the
+    logits equal ``model(images)``'s, bit for bit (tests/cam/test_identities.py).
+
+    Args:
+        model, images, targets, target_layer, closed_form, max_batch: as in ``compute_cam``.
+        methods: names in ``CAM_METHODS``.
+
+    Returns:
+        ``(logits [B, K] float, {method: maps})``, maps shaped as ``compute_cam`` returns them.
+    """
+    specs = {name: get_method(name) for name in methods}
+    shared = [m for m, spec in specs.items() if spec.forward is None and not spec.samples]
+    net = unwrap_model(model)
+    out: dict[str, Tensor] = {}
+    logits = None
+    if shared:
+        layer_name, layer = resolve_layer(net, target_layer)
+        candidate = find_linear_head(net, layer_name)
+        track = any(specs[m].needs_grads for m in shared)
+        with cam_session(net, images.device):
+            x = images.clone() if images.is_inference() else images
+            transform = token_transform(net, layer, tuple(x.shape))
+            cap = forward_capture(net, layer, x, track, transform)
+            head = verify_head(candidate, cap.acts, cap.logits)
+            idx, keep_k = resolve_targets(targets, cap.logits)
+            grads = _once(autograd_grads(cap.logits, cap.raw, transform)) if track else None
+            for name in shared:
+                spec = specs[name]
+                if spec.needs_head and head is None:
+                    _no_head(net, layer_name)
+                inp = CamInputs(
+                    acts=cap.acts.detach().float(), targets=idx, logits=cap.logits.detach(),
+                    head=head, images=x, run_model=net, autograd_grads=grads,
+                    closed_form=closed_form, max_batch=max_batch, layer=layer,
+                    raw=cap.raw.detach(), transform=transform, extra=cap.extra,
+                )  # fmt: skip
+                out[name] = _finish(spec.fn(inp), keep_k, None, False)
+            logits = cap.logits.detach().float()
+    for name in methods:
+        if name not in out:
+            out[name] = compute_cam(
+                model, images, name, targets, target_layer,
+                closed_form=closed_form, max_batch=max_batch,
+            )  # fmt: skip
+    if logits is None:
+        with torch.no_grad(), eval_mode(net):
+            logits = net(images).detach().float()
+    return logits, {name: out[name] for name in methods}
+
+
+def _once(grads: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The gradient provider, run once: its graph is freed after the backward, and every method
+    of one ``compute_cams`` call asks for the same targets."""
+    cache: list[Tensor] = []
+
+    def get(targets: Tensor) -> Tensor:
+        if not cache:
+            cache.append(grads(targets))
+        return cache[0]
+
+    return get
 
 
 def _sampling(

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from camlab.cam import compute_cam
+from camlab.cam import compute_cam, compute_cams
 from camlab.data.base import LocalizationDataModule
 from camlab.metrics import (
     FaithfulnessMetrics,
@@ -121,7 +121,10 @@ class CamEvaluation(pl.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = batch["image"], batch["label"]
         size = tuple(images.shape[-2:])
-        logits = self.classifier(images).float()
+        # One forward pass gives the logits and every CAM method's maps of the labels' class,
+        # bit for bit what one forward per method gave (compute_cams).
+        cam_methods = [m for m in self.methods if m not in self.baselines]
+        logits, cams = compute_cams(self.classifier, images, cam_methods, targets=labels)
         for accuracy in self.classification.values():
             accuracy.update(logits, labels)
         confidence, prediction = logits.softmax(1).max(1)
@@ -137,7 +140,10 @@ class CamEvaluation(pl.LightningModule):
             )
         ]
         for method, metrics in zip(self.methods, self.scores, strict=True):
-            maps = cams_to_scoremaps(self.raw_maps(method, images, labels), size)
+            raw = (
+                self.baselines[method](images, labels) if method in self.baselines else cams[method]
+            )
+            maps = cams_to_scoremaps(raw, size)
             metrics.update(maps, logits, labels, boxes=gt, masks=batch.get("mask"))
             if self._scores_faithfulness():
                 self._update_faithfulness(method, batch, maps, logits)
