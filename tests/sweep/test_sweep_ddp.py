@@ -1,9 +1,12 @@
 """2-process CPU DDP through ``python train.py -m``: one directory per job, written once, and the
 same validation metrics as one process."""
 
+import csv
+
+import matplotlib.image
 import pytest
 import torch
-from sweep_helpers import job_dirs, metrics, run_train
+from sweep_helpers import job_dirs, metrics, run_summarize, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 VAL = ("val/loss", "val/acc", "val/max_box_acc_v2", "val/max_box_acc", "val/top1_loc")
@@ -79,3 +82,19 @@ def test_ddp_multirun_matches_one_process(tmp_path):
             # float32 rounding of the all-reduced gradients, compounded over the steps:
             # measured 1e-5 to 2e-5 after 2 epochs (depends on the threads and the load)
             assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+    # Nothing but the jobs and Hydra's record in the sweep directory; then summarize.py's
+    # table, CSV and plot of the jobs, best first.
+    names = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert names == [j.name for j in jobs] + ["multirun.yaml"]
+    out = run_summarize(tmp_path / "two")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| job | status |" in out.stdout and "model.optimizer.lr" in out.stdout
+    with open(tmp_path / "two" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["job"] for r in rows) == [j.name for j in jobs]
+    assert {r["model.optimizer.lr"] for r in rows} == {"0.01", "0.05"}
+    values = [float(r["val/acc"]) for r in rows]  # the optimized metric
+    assert values == sorted(values, reverse=True)
+    assert (tmp_path / "two" / "summary.md").read_text().count("\n| ") == 2 + 1  # header + jobs
+    assert matplotlib.image.imread(tmp_path / "two" / "summary.png").ndim == 3
