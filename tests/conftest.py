@@ -22,18 +22,20 @@ def pytest_configure(config):
 LONGEST_FIRST = [
     "evaluation/test_evaluate.py",
     "train/test_learning.py",
-    "methods/test_method_learning.py",
     "sweep/test_sweep_ddp.py",
-    "train/test_cli.py",
-    "sweep/test_sweeps.py",
-    "train/test_reliability.py",
+    "methods/test_method_learning.py",
     "evaluation/test_baselines.py",
-    "metrics/test_maxtree.py",
+    "train/test_cli.py",
     "callbacks/test_cam_panel.py",
     "callbacks/test_callbacks_ddp.py",
-    "train/test_untrusted.py",
-    "cam/test_models.py",
+    "metrics/test_maxtree.py",
+    "sweep/test_sweeps.py",
+    "metrics/test_boxes_exact.py",
     "train/test_resume.py",
+    "cam/test_models.py",
+    "train/test_reliability.py",
+    "train/test_untrusted.py",
+    "train/test_gap_models.py",
 ]
 
 
