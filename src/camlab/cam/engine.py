@@ -109,21 +109,8 @@ def compute_cam(
                 _no_head(net, layer_name)
         idx, keep_k = resolve_targets(wanted, cap.logits)
         grads = autograd_grads(cap.logits, cap.raw, transform) if spec.needs_grads else None
-        inp = CamInputs(
-            acts=cap.acts.detach().float(),
-            targets=idx,
-            logits=cap.logits.detach(),
-            head=head,
-            images=x,
-            run_model=net,
-            autograd_grads=grads,
-            closed_form=closed_form,
-            max_batch=max_batch,
-            layer=layer,
-            raw=cap.raw.detach(),
-            transform=transform,
-            extra=cap.extra,
-            **samples,
+        inp = _inputs(
+            cap, idx, head, x, net, grads, layer, transform, closed_form, max_batch, **samples
         )
         return fn(inp), idx, keep_k
 
@@ -188,12 +175,9 @@ def compute_cams(
                 spec = specs[name]
                 if spec.needs_head and head is None:
                     _no_head(net, layer_name)
-                inp = CamInputs(
-                    acts=cap.acts.detach().float(), targets=idx, logits=cap.logits.detach(),
-                    head=head, images=x, run_model=net, autograd_grads=grads,
-                    closed_form=closed_form, max_batch=max_batch, layer=layer,
-                    raw=cap.raw.detach(), transform=transform, extra=cap.extra,
-                )  # fmt: skip
+                inp = _inputs(
+                    cap, idx, head, x, net, grads, layer, transform, closed_form, max_batch
+                )
                 out[name] = _finish(spec.fn(inp), keep_k, None, False)
             logits = cap.logits.detach().float()
     for name in methods:
@@ -206,6 +190,28 @@ def compute_cams(
         with torch.no_grad(), eval_mode(net):
             logits = net(images).detach().float()
     return logits, {name: out[name] for name in methods}
+
+
+def _inputs(
+    cap,
+    idx,
+    head,
+    x,
+    net,
+    grads,
+    layer,
+    transform,
+    closed_form: bool,
+    max_batch: int,
+    **samples: float,
+) -> CamInputs:
+    """What a method's ``fn`` reads, from one capture."""
+    return CamInputs(
+        acts=cap.acts.detach().float(), targets=idx, logits=cap.logits.detach(), head=head,
+        images=x, run_model=net, autograd_grads=grads, closed_form=closed_form,
+        max_batch=max_batch, layer=layer, raw=cap.raw.detach(), transform=transform,
+        extra=cap.extra, **samples,
+    )  # fmt: skip
 
 
 def _once(grads: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:

@@ -60,16 +60,22 @@ class MaxBoxAcc(Metric):
             gt_boxes: N integer tensors [K_i, 4] of (x0, y0, x1, y1), inclusive, in the score
                 map's pixel frame.
         """
+        hits = self.hits(scoremaps, gt_boxes)
+        correct = hits.sum(axis=0, dtype=np.int64)
+        self.num_correct += torch.from_numpy(correct).to(self.num_correct.device)
+        self.num_images += len(hits)
+
+    def hits(self, scoremaps: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> np.ndarray:
+        """bool ``[N, D, T]``: image n's best box IoU at threshold t reaches delta d."""
         check_scoremaps(scoremaps)
         check_boxes(gt_boxes, len(scoremaps))
         maps = scoremaps.detach().cpu().numpy()
-        correct = np.zeros(self.num_correct.shape, dtype=np.int64)
-        for scoremap, boxes in zip(maps, gt_boxes, strict=True):
+        out = np.zeros((len(maps), len(self._deltas), len(self._taus)), dtype=bool)
+        for n, (scoremap, boxes) in enumerate(zip(maps, gt_boxes, strict=True)):
             gt = torch.as_tensor(boxes).detach().cpu().numpy().astype(np.int64)
             scores = max_iou_curve(scoremap, gt, self._taus, self.multi_contour)
-            correct += scores[None, :] >= self._deltas[:, None]
-        self.num_correct += torch.from_numpy(correct).to(self.num_correct.device)
-        self.num_images += len(maps)
+            out[n] = scores[None, :] >= self._deltas[:, None]
+        return out
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Return the metric dictionary.

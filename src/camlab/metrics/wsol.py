@@ -11,9 +11,7 @@ from torch import Tensor, nn
 
 from camlab.metrics.box_acc import MaxBoxAcc
 from camlab.metrics.cam_loc import LocalizationAccuracy
-from camlab.metrics.contours import max_iou_curve
 from camlab.metrics.pxap import PxAP
-from camlab.metrics.validation import check_boxes, check_scoremaps
 from camlab.protocol import CAM_CURVE_INTERVAL, CAM_THRESHOLD, IOU_THRESHOLDS
 
 
@@ -43,20 +41,14 @@ class MaxBoxAccTop1(MaxBoxAcc):
             gt_boxes: N integer tensors [K_i, 4] (x0, y0, x1, y1), inclusive.
             correct: bool [N], top-1 prediction == label (None: all wrong).
         """
-        check_scoremaps(scoremaps)
-        check_boxes(gt_boxes, len(scoremaps))
-        flags = np.zeros(len(scoremaps), bool) if correct is None else correct.cpu().numpy()
-        hits = np.zeros(self.num_correct.shape, np.int64)
-        top1 = np.zeros_like(hits)
-        maps = scoremaps.detach().cpu().numpy()
-        for scoremap, boxes, ok in zip(maps, gt_boxes, flags, strict=True):
-            gt = torch.as_tensor(boxes).cpu().numpy().astype(np.int64)
-            hit = max_iou_curve(scoremap, gt, self._taus, False) >= 0.5
-            hits[0] += hit
-            top1[0] += hit & bool(ok)
-        self.num_correct += torch.from_numpy(hits).to(self.num_correct.device)
+        hits = self.hits(scoremaps, gt_boxes)  # [N, 1, T]: each image's curve once
+        flags = np.zeros(len(hits), bool) if correct is None else correct.cpu().numpy()
+        self.num_correct += torch.from_numpy(hits.sum(axis=0, dtype=np.int64)).to(
+            self.num_correct.device
+        )
+        top1 = hits[flags.astype(bool)].sum(axis=0, dtype=np.int64)
         self.num_top1 += torch.from_numpy(top1).to(self.num_top1.device)
-        self.num_images += len(scoremaps)
+        self.num_images += len(hits)
 
     def compute(self) -> dict[str, Tensor]:
         """MaxBoxAcc's dict plus ``top1_loc_at_best`` and ``gt_known_loc_at_best`` (percent)."""

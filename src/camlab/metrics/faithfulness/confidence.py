@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from camlab.metrics.faithfulness.scores import SCORES, _as_maps, _base_scores, class_scores
+from camlab.metrics.faithfulness.scores import _as_maps, _base_scores, check_score, class_scores
 
 
 def confidence_scores(
@@ -65,8 +65,7 @@ class AverageDropIncrease(Metric):
 
     def __init__(self, score: str = "softmax", batch_size: int = 64, **kwargs) -> None:
         super().__init__(**kwargs)
-        if score not in SCORES:
-            raise ValueError(f"score={score!r}; expected one of {SCORES}")
+        check_score(score)
         self.score, self.batch_size = score, batch_size
         for name in ("drop", "increase", "total"):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")

@@ -16,10 +16,10 @@ from torchmetrics import Metric
 from camlab.evalmode import eval_mode
 from camlab.metrics.faithfulness.scores import (
     BASELINES,
-    SCORES,
     _as_maps,
     _base_scores,
     _forward,
+    check_score,
     select_scores,
 )
 
@@ -198,8 +198,7 @@ class DeletionInsertion(Metric):
         for kind in (deletion_baseline, insertion_baseline):
             if kind not in BASELINES:
                 raise ValueError(f"baseline={kind!r}; expected one of {BASELINES}")
-        if score not in SCORES:
-            raise ValueError(f"score={score!r}; expected one of {SCORES}")
+        check_score(score)
         self.steps, self.score, self.batch_size = steps, score, batch_size
         self.deletion_baseline, self.insertion_baseline = deletion_baseline, insertion_baseline
         for name in ("deletion", "insertion", "total"):

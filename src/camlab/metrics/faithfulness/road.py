@@ -18,9 +18,9 @@ from torchmetrics import Metric
 from camlab.metrics.faithfulness.imputation import noisy_linear_impute
 from camlab.metrics.faithfulness.scores import (
     ROAD_PERCENTILES,
-    SCORES,
     _as_maps,
     _base_scores,
+    check_score,
     class_scores,
 )
 
@@ -165,8 +165,7 @@ class ROAD(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if score not in SCORES:
-            raise ValueError(f"score={score!r}; expected one of {SCORES}")
+        check_score(score)
         if not percentiles or any(not 0 <= p <= 100 for p in percentiles):
             raise ValueError(f"percentiles={list(percentiles)}: expected values in [0, 100]")
         self.percentiles = tuple(percentiles)

@@ -26,6 +26,12 @@ def _forward(model: nn.Module, images: Tensor) -> Tensor:
     return model(images)
 
 
+def check_score(score: str) -> None:
+    """Raises ``ValueError`` unless ``score`` is one of ``SCORES``."""
+    if score not in SCORES:
+        raise ValueError(f"score={score!r}; expected one of {SCORES}")
+
+
 def select_scores(logits: Tensor, targets: Tensor, score: str = "softmax") -> Tensor:
     """The target class's score of each row.
 
@@ -37,8 +43,7 @@ def select_scores(logits: Tensor, targets: Tensor, score: str = "softmax") -> Te
     Returns:
         float32 ``[N]``.
     """
-    if score not in SCORES:
-        raise ValueError(f"score={score!r}; expected one of {SCORES}")
+    check_score(score)
     logits = logits.float()
     if score == "softmax":
         logits = logits.softmax(dim=1)
