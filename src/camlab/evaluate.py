@@ -172,6 +172,7 @@ def evaluate(cfg: DictConfig) -> dict:
         boxes="boxes" in wanted,
         masks="pxap" in wanted,
         baselines=baselines,
+        channels_last=cfg.channels_last,
     )
     trainer = build(cfg.trainer, "trainer", logger=False)
 

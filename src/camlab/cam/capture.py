@@ -18,6 +18,15 @@ from camlab.evalmode import eval_mode
 
 
 @contextmanager
+def float32_maps(device: torch.device) -> Iterator[None]:
+    """Autocast off. Under mixed precision (``trainer.precision=bf16-mixed``) the model's forward
+    runs in the caller's autocast, and the maps are then computed in float32 from the captured
+    activations: a CAM is a weighted sum over hundreds of channels, which bf16 would round."""
+    with torch.autocast(device.type, enabled=False):
+        yield
+
+
+@contextmanager
 def cam_session(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Eval mode, RNG state saved, autograd usable even inside ``torch.inference_mode``."""
     cpu_rng = torch.get_rng_state()

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from camlab.cam.activation import cam_from_weights
-from camlab.cam.capture import cam_session, forward_capture
+from camlab.cam.capture import cam_session, float32_maps, forward_capture
 from camlab.cam.context import CamInputs, Transform, autograd_grads
 from camlab.cam.layers import find_linear_head, resolve_layer, unwrap_model, verify_head
 from camlab.cam.postprocess import minmax_normalize, resize_maps
@@ -107,12 +107,13 @@ def compute_cam(
             head = verify_head(candidate, cap.acts, cap.logits)
             if spec.needs_head and head is None:
                 _no_head(net, layer_name)
-        idx, keep_k = resolve_targets(wanted, cap.logits)
-        grads = autograd_grads(cap.logits, cap.raw, transform) if spec.needs_grads else None
-        inp = _inputs(
-            cap, idx, head, x, net, grads, layer, transform, closed_form, max_batch, **samples
-        )
-        return fn(inp), idx, keep_k
+        with float32_maps(x.device):
+            idx, keep_k = resolve_targets(wanted, cap.logits)
+            grads = autograd_grads(cap.logits, cap.raw, transform) if spec.needs_grads else None
+            inp = _inputs(
+                cap, idx, head, x, net, grads, layer, transform, closed_form, max_batch, **samples
+            )
+            return fn(inp), idx, keep_k
 
     with cam_session(net, images.device):
         # Tensors made under inference_mode cannot enter autograd; a clone outside it can.
@@ -169,16 +170,17 @@ def compute_cams(
             transform = token_transform(net, layer, tuple(x.shape))
             cap = forward_capture(net, layer, x, track, transform)
             head = verify_head(candidate, cap.acts, cap.logits)
-            idx, keep_k = resolve_targets(targets, cap.logits)
-            grads = _once(autograd_grads(cap.logits, cap.raw, transform)) if track else None
-            for name in shared:
-                spec = specs[name]
-                if spec.needs_head and head is None:
-                    _no_head(net, layer_name)
-                inp = _inputs(
-                    cap, idx, head, x, net, grads, layer, transform, closed_form, max_batch
-                )
-                out[name] = _finish(spec.fn(inp), keep_k, None, False)
+            with float32_maps(x.device):
+                idx, keep_k = resolve_targets(targets, cap.logits)
+                grads = _once(autograd_grads(cap.logits, cap.raw, transform)) if track else None
+                for name in shared:
+                    spec = specs[name]
+                    if spec.needs_head and head is None:
+                        _no_head(net, layer_name)
+                    inp = _inputs(
+                        cap, idx, head, x, net, grads, layer, transform, closed_form, max_batch
+                    )
+                    out[name] = _finish(spec.fn(inp), keep_k, None, False)
             logits = cap.logits.detach().float()
     for name in methods:
         if name not in out:
@@ -207,9 +209,9 @@ def _inputs(
 ) -> CamInputs:
     """What a method's ``fn`` reads, from one capture."""
     return CamInputs(
-        acts=cap.acts.detach().float(), targets=idx, logits=cap.logits.detach(), head=head,
-        images=x, run_model=net, autograd_grads=grads, closed_form=closed_form,
-        max_batch=max_batch, layer=layer, raw=cap.raw.detach(), transform=transform,
+        acts=cap.acts.detach().float(), targets=idx, logits=cap.logits.detach().float(),
+        head=head, images=x, run_model=net, autograd_grads=grads, closed_form=closed_form,
+        max_batch=max_batch, layer=layer, raw=cap.raw.detach().float(), transform=transform,
         extra=cap.extra, **samples,
     )  # fmt: skip
 

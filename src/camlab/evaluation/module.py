@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
@@ -47,6 +48,9 @@ class CamEvaluation(pl.LightningModule):
         baselines: score-map modules for the entries of ``methods`` that are not CAM methods
             (``camlab.evaluation.baselines``): ``module(images, labels) -> [B, h, w]`` raw maps,
             scored exactly as CAMs.
+        channels_last: run the classifier in the channels-last layout (NHWC), 1.2-1.3x faster
+            on CPU convolutions; float32 as well, but summed in another order, so numbers can
+            move in their last digits.
     """
 
     def __init__(
@@ -61,8 +65,10 @@ class CamEvaluation(pl.LightningModule):
         boxes: bool,
         masks: bool,
         baselines: dict[str, nn.Module] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
         self.classifier = classifier.eval()
         self.baselines = nn.ModuleDict(baselines or {})  # moved to the device with the rest
         self.datamodule_ = datamodule
@@ -106,6 +112,10 @@ class CamEvaluation(pl.LightningModule):
             pin_memory=loader.pin_memory,
         )
 
+    def on_test_start(self) -> None:
+        if self.channels_last:
+            self.classifier.to(memory_format=torch.channels_last)
+
     def on_test_epoch_start(self) -> None:
         for metric in self.modules():
             if isinstance(metric, Metric):
@@ -120,6 +130,8 @@ class CamEvaluation(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = batch["image"], batch["label"]
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         size = tuple(images.shape[-2:])
         # One forward pass gives the logits and every CAM method's maps of the labels' class,
         # bit for bit what one forward per method gave (compute_cams).
