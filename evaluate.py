@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """``python evaluate.py ckpt_path=<ckpt> [data=...] [split=test]`` (configs/eval.yaml)."""
 
-from camlab.evaluate import main
+from camlab.cli import evaluate_main
 
 if __name__ == "__main__":
-    main()
+    evaluate_main()

@@ -1,6 +1,6 @@
 """``python train.py model=resnet34 data=mnist``: see configs/train.yaml and the README."""
 
-from camlab.train import main
+from camlab.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

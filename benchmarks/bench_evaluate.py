@@ -3,7 +3,7 @@
 
 Usage: python benchmarks/bench_evaluate.py [--n 64] [--repeats 3] [--arch vgg16] [--batch 32]
                                            [--interval 0.001] [--data /tmp/camlab_bench_cub]
-                                           [--variants fp32 nhwc bf16]
+                                           [--variants fp32 nhwc bf16 bf16_nhwc]
 
 Both score the CAM method's MaxBoxAccV2 (all contours, IoU 30/50/70) on the test split at one
 thread (torch and OpenCV), data loaded in the main process, same random-weight checkpoint.
@@ -16,7 +16,7 @@ thread (torch and OpenCV), data loaded in the main process, same random-weight c
 - camlab: ``camlab.evaluate.evaluate`` on the composed ``eval.yaml`` (the test pass: one forward
   per batch for logits and CAMs, the compiled box sweep; plus v1 MaxBoxAcc, Loc and the per-image
   rows it always computes). Variants: ``fp32`` (the default), ``nhwc`` (``channels_last=true``),
-  ``bf16`` (``trainer.precision=bf16-mixed``).
+  ``bf16`` (``trainer.precision=bf16-mixed``), ``bf16_nhwc`` (both).
 
 Images/s counts the scored pass only (data loading to metric state), not imports, checkpoint
 loading or the report files; their seconds are printed beside it. Runs alternate so machine load
@@ -186,6 +186,7 @@ class Camlab:
 
         extra = {"fp32": [], "nhwc": ["channels_last=true"]}
         extra["bf16"] = ["trainer.precision=bf16-mixed"]
+        extra["bf16_nhwc"] = [*extra["bf16"], *extra["nhwc"]]
         with self.initialize(self.config_dir, version_base="1.3"):
             cfg = self.compose(
                 "eval", [f"paths.output_dir={self.out / variant}", *self.overrides, *extra[variant]]
@@ -206,7 +207,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--interval", type=float, default=0.001)
     parser.add_argument("--data", type=Path, default=Path("/tmp/camlab_bench_cub"))
-    parser.add_argument("--variants", nargs="+", default=["fp32", "nhwc", "bf16"])
+    parser.add_argument("--variants", nargs="+", default=["fp32", "nhwc", "bf16", "bf16_nhwc"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

@@ -1,4 +1,4 @@
-"""Evaluation entry point: ``python evaluate.py ckpt_path=<ckpt>`` (configs/eval.yaml)."""
+"""``evaluate()``: what ``python evaluate.py ckpt_path=<ckpt>`` runs (configs/eval.yaml)."""
 
 import json
 import logging
@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import write_png
@@ -25,8 +24,6 @@ from camlab.evaluation.module import CamEvaluation
 from camlab.instantiate import build
 
 log = logging.getLogger(__name__)
-# Shipped inside the package, so an installed wheel runs from any directory.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 TABLE = ["max_box_acc_v2", "max_box_acc", "pxap", "top1_loc", "top5_loc", "gt_known_loc"]
 TABLE += ["average_drop", "deletion_auc", "insertion_auc", "road", "pointing_game"]
 
@@ -247,14 +244,11 @@ def evaluate(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+def run_job(cfg: DictConfig) -> None:
+    """``camlab.cli.evaluate_main``'s task: ``evaluate``, a CamlabError reported in one paragraph
+    and exit status 1."""
     try:
         evaluate(cfg)
     except CamlabError as err:
         report_error(err, log)
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -105,6 +104,8 @@ def multirun_job() -> Iterator[None]:
     if not in_multirun():
         yield
         return
+    import torch  # here: the command-line entry imports this module before torch is needed
+
     hydra_cfg = HydraConfig.get()
     saved_argv, saved_run_dir, threads = sys.argv, hydra_cfg.run.dir, torch.get_num_threads()
     saved_env = {key: os.environ.get(key) for key in DDP_ENV}

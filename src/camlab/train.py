@@ -1,11 +1,10 @@
-"""Training entry point: ``python train.py [overrides]`` (see configs/train.yaml)."""
+"""``train()``: what ``python train.py [overrides]`` runs (see configs/train.yaml)."""
 
 import json
 import logging
 import os
 import sys
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -13,13 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 from camlab.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from camlab.classifier import GAPClassifier, check_state_dict
 from camlab.data.registry import describe
-from camlab.errors import CamlabError, report_error, user_message
+from camlab.errors import CamlabError, report_error
 from camlab.instantiate import build, build_all
-from camlab.launch import check_sweep_extra, in_multirun, multirun_job
+from camlab.launch import in_multirun, multirun_job
 
 log = logging.getLogger(__name__)
 # Shipped inside the package, so an installed wheel runs from any directory.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 # Trainer settings that must be whole numbers (None allowed), and the limit_* ones that may also
@@ -199,20 +197,10 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
-def main() -> None:
-    """``python train.py [overrides]``: checks that sweep plugins asked for are installed, then
-    lets Hydra compose the config and run ``train`` (once, or per job with ``-m``)."""
-    try:
-        check_sweep_extra(sys.argv[1:])
-    except CamlabError as err:
-        print(f"\nError: {user_message(err)}", file=sys.stderr)
-        sys.exit(1)
-    hydra_main()
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
-    """Hydra's task function: its return value is what a sweeper (Optuna) optimizes."""
+def run_job(cfg: DictConfig) -> float | None:
+    """One Hydra job (``camlab.cli.train_task``): ``train`` inside ``multirun_job``; a
+    CamlabError is reported in one paragraph and exits 1 (in a multirun it is raised, so Hydra
+    records the job as failed)."""
     multirun = in_multirun()
     try:
         with multirun_job():
@@ -224,7 +212,3 @@ def hydra_main(cfg: DictConfig) -> float | None:
             # the study), runs the others and then exits non-zero with this error.
             raise
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

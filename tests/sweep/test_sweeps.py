@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sweep_helpers import ROOT, job_dirs, metrics, run_summarize, run_train
 
+import camlab.cli
 import camlab.launch
-import camlab.train
 
 
 def optuna_trials(storage: str, name: str) -> list:
@@ -113,10 +113,10 @@ def test_missing_sweep_extra_names_the_install(override, plugin, monkeypatch, ca
         return real_import(name, *args)
 
     monkeypatch.setattr(camlab.launch.importlib, "import_module", import_module)
-    monkeypatch.setattr(camlab.train, "hydra_main", lambda: pytest.fail("Hydra must not run"))
+    monkeypatch.setattr(camlab.cli, "train_task", lambda: pytest.fail("Hydra must not run"))
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", override, "model.optimizer.lr=1e-3,1e-4"])
     with pytest.raises(SystemExit) as exit_info:
-        camlab.train.main()
+        camlab.cli.train_main()
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert 'pip install -e ".[sweep]"' in err and override in err and plugin in err

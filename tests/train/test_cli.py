@@ -83,3 +83,23 @@ def test_checkpoint_for_another_class_count(tmp_path):
         train(compose_train(tmp_path / "run", f"ckpt_path={ckpt}"))
     with pytest.raises(CamlabError, match="nope.ckpt does not exist"):
         train(compose_train(tmp_path / "run2", f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+
+
+def test_the_entry_points_answer_before_importing_torch(tmp_path):
+    """``--help``, ``--cfg job`` and a bad override need no torch or Lightning (6 s of imports on
+    2 cores): Hydra composes in camlab.cli, the run imports camlab.train / camlab.evaluate."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'pytorch_lightning', 'torchvision', 'numba')"
+    code = (
+        "import sys; from camlab.cli import evaluate_main, train_main; "
+        "sys.argv = ['train.py', '--cfg', 'job', 'model=resnet34']\n"
+        "try:\n    train_main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', [m for m in {heavy} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert "backbone: resnet34" in out.stdout, out.stderr[-2000:]
+    assert "HEAVY []" in out.stdout
