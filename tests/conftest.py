@@ -23,6 +23,7 @@ LONGEST_FIRST = [
     "evaluation/test_evaluate.py",
     "train/test_learning.py",
     "sweep/test_sweep_ddp.py",
+    "models/test_reference_networks.py",
     "methods/test_method_learning.py",
     "evaluation/test_baselines.py",
     "train/test_cli.py",

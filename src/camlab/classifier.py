@@ -14,8 +14,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from camlab.checkpoint_io import read_checkpoint
 from camlab.errors import CamlabError
 from camlab.methods import build_method
+from camlab.methods.reference import reference_param_groups
 from camlab.models.backbones import build_gapnet, check_input_size
 from camlab.models.hparams import check_model_args, checkpoint_hparams
+from camlab.models.reference import build_reference_net
 
 
 class PercentAccuracy(MulticlassAccuracy):
@@ -53,6 +55,10 @@ class GAPClassifier(pl.LightningModule):
             ``layer4`` with its new classifier.
         data_config: the data module's registry name and settings (``camlab.data.registry``),
             so evaluation rebuilds the data the model was trained on from the checkpoint alone.
+        arch: ``torchvision`` (torchvision's network cut for GAP, ``camlab.models.backbones``)
+            or ``reference`` (vgg16, resnet50, inception_v3 as wsolevaluation builds them for
+            ``method``, with its learning-rate groups: ``camlab.models.reference``).
+        large_feature_map: ``arch=reference``: 28x28 CAMs at 224 px instead of 14x14.
     """
 
     def __init__(
@@ -75,6 +81,8 @@ class GAPClassifier(pl.LightningModule):
         method_params: dict[str, Any] | None = None,
         head_layers: Sequence[str] = (),
         data_config: dict[str, Any] | None = None,
+        arch: str = "torchvision",
+        large_feature_map: bool = False,
     ) -> None:
         super().__init__()
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -83,7 +91,14 @@ class GAPClassifier(pl.LightningModule):
         # Plain values only: optimizer/scheduler partials stay out of the checkpoint.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         fetch = pretrained and not init_from_checkpoint
-        self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
+        if arch == "reference":
+            # The reference's ImageNet recipe keeps ResNet50's pretrained fc (its 1,000 classes).
+            dataset = "ILSVRC" if num_classes == 1000 else "CUB"
+            self.net = build_reference_net(
+                backbone, method, num_classes, large_feature_map, fetch, dataset
+            )
+        else:
+            self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
         # Rebuilt from plain values when a checkpoint is loaded (its layers are in the state dict).
         self.wsol_method = build_method(method, self.net, backbone, num_classes,
                                         **(method_params or {}))  # fmt: skip
@@ -163,6 +178,15 @@ class GAPClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("GAPClassifier was built without an optimizer; pass `optimizer=`.")
+        if self.hparams.get("arch") == "reference":
+            # The reference's groups: its new layers (ResNet50: layer4 and fc) at the optimizer's
+            # lr, the rest at lr * backbone_lr_mult (its lr_classifier_ratio 10 = mult 0.1).
+            base_lr = self.optimizer_factory.keywords["lr"]
+            ratio = 1.0 / self.hparams.backbone_lr_mult
+            groups = reference_param_groups(self.net, self.wsol_method, base_lr / ratio, ratio)
+            for group in groups:
+                group.pop("lr_mult")
+            return self._with_scheduler(self.optimizer_factory(params=groups))
         fast = tuple(f"{name}." for name in self.hparams.get("head_layers") or ())
         backbone = [p for n, p in self.net.features.backbone.named_parameters()
                     if not n.startswith(fast)]  # fmt: skip
@@ -172,7 +196,9 @@ class GAPClassifier(pl.LightningModule):
         if self.hparams.pretrained:
             base_lr = self.optimizer_factory.keywords["lr"]
             groups[1]["lr"] = base_lr * self.hparams.backbone_lr_mult
-        optimizer = self.optimizer_factory(params=groups)
+        return self._with_scheduler(self.optimizer_factory(params=groups))
+
+    def _with_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

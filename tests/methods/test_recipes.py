@@ -33,9 +33,7 @@ DATA = {
     "openimages": (10, 3, "val/pxap", "OpenImages"),
 }
 NUM_CLASSES = {"cub": 200, "imagenet": 1000, "openimages": 100}
-# CAM-layer side at 224 px here (the reference's in brackets): VGG16 14 (14), ResNet50 with
-# layer4 at stride 1: 14 (28 with large_feature_map), Inception-v3 5 (~28).
-CAM_SIDE = {"vgg16": 14, "resnet50": 14, "inception_v3": 5}
+ARCHS = ("vgg16", "resnet50", "inception_v3")
 
 
 def compose_recipe(name: str, *overrides: str):
@@ -66,11 +64,9 @@ def test_recipe_values(data, arch):
     opt = cfg.model.optimizer
     assert opt._target_ == "torch.optim.SGD" and opt.momentum == 0.9 and opt.nesterov is True
     assert opt.lr == pytest.approx(10 * ref_lr) and opt.weight_decay == weight_decay
-    # ResNet: our hires_cam is the reference's map *without* large_feature_map (layer4 at
-    # stride 1); the reference's large map (layer3 at stride 1 too) has no equivalent here.
-    assert cfg.model.hires_cam is (arch == "resnet50")
-    assert list(cfg.model.get("head_layers") or []) == (["layer4"] if arch == "resnet50" else [])
-    assert isinstance(large, bool)
+    # The reference's networks (camlab.models.reference) with its large_feature_map.
+    assert cfg.model.arch == "reference" and cfg.model.large_feature_map is large
+    assert cfg.model.hires_cam is False and not cfg.model.get("head_layers")
     # One threshold grid for the validation metrics and the panel's red-box calibration.
     assert cfg.callbacks.val_localization.cam_curve_interval == 0.001
     assert cfg.callbacks.cam_panel.cam_curve_interval == 0.001
@@ -89,7 +85,7 @@ def test_recipe_values(data, arch):
     assert got == pytest.approx(reference_lrs(ref_lr, epochs, frequency), rel=1e-9)
 
 
-@pytest.mark.parametrize("arch", list(CAM_SIDE))
+@pytest.mark.parametrize("arch", ARCHS)
 def test_recipe_models_build_at_224(arch):
     torch.manual_seed(0)
     for data in DATA:
@@ -107,23 +103,24 @@ def test_recipe_models_build_at_224(arch):
         head_ids = {id(p) for p in groups["head"]["params"]}
         in_head = [n for n, p in model.net.features.backbone.named_parameters()
                    if id(p) in head_ids]  # fmt: skip
-        if arch == "resnet50":  # layer4 (all of it) learns with the classifier, nothing else
+        if arch == "resnet50":  # the reference's rule: layer4 (all of it) and fc learn fast
             layer4 = [n for n, _ in model.net.features.backbone.named_parameters()
                       if n.startswith("layer4.")]  # fmt: skip
             assert layer4 and in_head == layer4
-        else:
+        else:  # every torchvision layer it keeps learns at the backbone's rate
             assert in_head == []
         assert id(model.net.classifier.weight) in head_ids
         assert model.net.classifier.out_features == NUM_CLASSES[data]
         assert OmegaConf.to_container(cfg.model.scheduler)["milestones"] == (
             [14, 29, 44] if data == "cub" else [2, 5, 8]
         )
-    model.eval()
-    with torch.no_grad():
-        logits, feats = model.net.forward_with_features(torch.randn(1, 3, 224, 224))
-    assert logits.shape == (1, NUM_CLASSES["openimages"])
-    side = CAM_SIDE[arch]
-    assert feats.shape[-2:] == (side, side)
+        # The reference's CAM-layer side at 224 px: 28 with large_feature_map, else 14.
+        model.eval()
+        with torch.no_grad():
+            logits, feats = model.net.forward_with_features(torch.randn(1, 3, 224, 224))
+        assert logits.shape == (1, NUM_CLASSES[data])
+        side = 28 if REFERENCE[data, arch][2] else 14
+        assert feats.shape[-2:] == (side, side), (data, arch)
 
 
 def test_default_grid_is_the_protocols_and_shared():

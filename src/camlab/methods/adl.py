@@ -5,6 +5,7 @@ from torch import Tensor, nn
 
 from camlab.methods.base import WSOLMethod, unsupported_backbone
 from camlab.models.gap import GAPNet
+from camlab.models.reference import ReferenceNet
 
 
 def adl_maps(features: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
@@ -82,7 +83,9 @@ class ADLMethod(WSOLMethod):
     """ADL: dropout layers driven by the network's own attention, inserted as forward hooks
     so the network's layers and state-dict keys are those of the plain model (pretrained
     weights load as they are, checkpoints stay interchangeable). The loss is plain
-    cross-entropy; the layers do nothing at eval time.
+    cross-entropy; the layers do nothing at eval time. On a reference network
+    (``camlab.models.reference``) the layers go where it says (``net.adl_positions``; e.g.
+    Inception-v3's third after its new convolutions, not after Mixed_7c).
 
     Args:
         drop_rate: probability of the drop mask per layer and step (reference 0.75).
@@ -96,7 +99,11 @@ class ADLMethod(WSOLMethod):
         threshold: float = 0.9,
     ) -> None:  # fmt: skip
         super().__init__(net, backbone, num_classes)
-        self.positions = adl_positions(backbone, net)
+        # Names under net.features.
+        if isinstance(net, ReferenceNet):
+            self.positions = list(net.adl_positions)
+        else:
+            self.positions = [f"backbone.{name}" for name in adl_positions(backbone, net)]
         self.layers = nn.ModuleList(ADL(drop_rate, threshold) for _ in self.positions)
         for name, layer in zip(self.positions, self.layers, strict=True):
-            net.features.backbone.get_submodule(name).register_forward_hook(layer.hook)
+            net.features.get_submodule(name).register_forward_hook(layer.hook)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from camlab.cam.postprocess import minmax_normalize
 from camlab.errors import CamlabError
 from camlab.models.gap import GAPNet
+from camlab.models.reference import KeyMap, ReferenceNet, network_type
 
 # (logits [B, K], labels [B]) -> scalar loss: cross-entropy with the model's label smoothing.
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -35,6 +36,17 @@ class WSOLMethod(nn.Module):
 
     def __init__(self, net: GAPNet, backbone: str, num_classes: int) -> None:
         super().__init__()
+        if isinstance(net, ReferenceNet) and net.kind != network_type(self.name):
+            raise CamlabError(
+                f"method={self.name} trains the reference's '{network_type(self.name)}' "
+                f"network, but this {net.arch} was built for '{net.kind}'. Build it with "
+                f"build_reference_net({net.arch!r}, {self.name!r}, ...)."
+            )
+
+    def reference_key_map(self) -> KeyMap:
+        """This method's layers (names under the method) -> the reference's names: none here;
+        ACoL and SPG on a reference network name theirs."""
+        return KeyMap({})
 
     def training_loss(
         self, net: GAPNet, images: Tensor, labels: Tensor, criterion: Criterion

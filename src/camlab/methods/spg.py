@@ -12,6 +12,7 @@ from camlab.methods.base import (
     unsupported_backbone,
 )
 from camlab.models.gap import GAPNet
+from camlab.models.reference import KeyMap, ReferenceNet
 
 IGNORE = 255.0  # mask value of pixels left out of the attention losses
 # The reference's rule: an image with fewer foreground pixels than this (at the 224 x 224 map
@@ -77,6 +78,10 @@ SPG_TAPS: dict[str, tuple[str, str, int, int, int]] = {
 }
 
 
+def _up(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
 def _conv(cin: int, cout: int, kernel: int) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
     nn.init.xavier_uniform_(conv.weight)  # the reference's init of its SPG layers
@@ -90,7 +95,9 @@ class SPG(WSOLMethod):
     (tapped at a middle stage); B2's own sigmoid map supervises B1 (an earlier stage), and
     their fused map supervises branch C on the CAM-layer features. All three branches are
     pixel-wise BCE on the non-ignored pixels; the loss is ``CE + L(B2) + L(B1) + L(C)``. The
-    guidance shapes the backbone's features; the branches are not used at eval time.
+    guidance shapes the backbone's features; the branches are not used at eval time. On a
+    reference network (``camlab.models.reference``, built for ``spg``) the branches read the
+    layers it names (``net.spg_taps``), as the reference's code does.
 
     Args:
         threshold_1h, threshold_1l: B2's mask from the CAM (reference 0.7 / 0.01).
@@ -106,14 +113,15 @@ class SPG(WSOLMethod):
         threshold_3h: float = 0.7, threshold_3l: float = 0.1,
     ) -> None:  # fmt: skip
         super().__init__(net, backbone, num_classes)
-        if backbone not in SPG_TAPS:
+        if not isinstance(net, ReferenceNet) and backbone not in SPG_TAPS:
             raise unsupported_backbone("spg", backbone, sorted(SPG_TAPS))
         self.thresholds = (
             (float(threshold_1h), float(threshold_1l)),
             (float(threshold_2h), float(threshold_2l)),
             (float(threshold_3h), float(threshold_3l)),
         )
-        tap1, tap2, c1, c2, width = SPG_TAPS[backbone]
+        taps = net.spg_taps if isinstance(net, ReferenceNet) else SPG_TAPS[backbone]
+        tap1, tap2, c1, c2, width = taps
         self.b1_stem = nn.Sequential(_conv(c1, width, 3), nn.ReLU(inplace=True))
         self.b2_stem = nn.Sequential(_conv(c2, width, 3), nn.ReLU(inplace=True))
         # One head for both B1 and B2 (the reference's SPG_B_shared).
@@ -154,6 +162,26 @@ class SPG(WSOLMethod):
         b2 = self.b_shared(self.b2_stem(taps["b2"]))
         return logits, feats, b1, b2, self.branch_c(feats)
 
+    def attention_maps(
+        self, cam: Tensor, b1: Tensor, b2: Tensor, size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The guidance maps (detached), at ``size``: the reference's ``attention`` and
+        ``fused_attention``.
+
+        Args:
+            cam: ``[B, 1, h, w]`` class map of the labels.
+            b1, b2: branch logits ``[B, 1, *, *]``.
+            size: ``(H, W)``.
+
+        Returns:
+            ``(attention [B, 1, H, W], valid [B] bool, fused [B, 1, H, W])``: the upsampled
+            CAM min-max normalised (``valid`` False where it is constant) and the mean of the
+            B branches' sigmoids.
+        """
+        attention, valid = minmax_with_validity(_up(cam.detach(), size))
+        fused = (torch.sigmoid(_up(b1.detach(), size)) + torch.sigmoid(_up(b2.detach(), size))) / 2
+        return attention, valid, fused
+
     def guidance_losses(
         self, cam: Tensor, b1: Tensor, b2: Tensor, c: Tensor, size: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -169,14 +197,9 @@ class SPG(WSOLMethod):
             ``(L(B2 | CAM), L(B1 | sigmoid B2), L(C | fused))``.
         """
         (h1, l1), (h2, l2), (h3, l3) = self.thresholds
-
-        def up(x: Tensor) -> Tensor:
-            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-        attention, valid = minmax_with_validity(up(cam.detach()))
-        b1_up, b2_up, c_up = up(b1), up(b2), up(c)
+        b1_up, b2_up, c_up = _up(b1, size), _up(b2, size), _up(c, size)
+        attention, valid, fused = self.attention_maps(cam, b1, b2, size)
         b2_prob = torch.sigmoid(b2_up.detach())
-        fused = (torch.sigmoid(b1_up.detach()) + b2_prob) / 2.0
         return (
             masked_bce(b2_up, spg_mask(attention, h1, l1, valid)),
             masked_bce(b1_up, spg_mask(b2_prob, h2, l2)),
@@ -190,6 +213,10 @@ class SPG(WSOLMethod):
         cam = label_cam(net.classifier, feats, labels)
         loss_b2, loss_b1, loss_c = self.guidance_losses(cam, b1, b2, c, images.shape[-2:])
         return criterion(logits, labels) + loss_b2 + loss_b1 + loss_c, logits, feats
+
+    def reference_key_map(self) -> KeyMap:
+        return KeyMap({"b1_stem": "SPG_B_1a", "b2_stem": "SPG_B_2a", "b_shared": "SPG_B_shared",
+                       "branch_c": "SPG_C"})  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"thresholds={self.thresholds}"

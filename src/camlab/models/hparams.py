@@ -82,9 +82,46 @@ def check_model_args(args: Mapping[str, Any]) -> None:
     layers = args["head_layers"]
     if not (isinstance(layers, list | tuple) and all(isinstance(n, str) for n in layers)):
         raise _fail("head_layers", layers, "a list of layer names")
+    _reference_args(args)
     data = args["data_config"]
     if data is not None and not (isinstance(data, Mapping) and is_plain(data)):
         raise _fail("data_config", data, "None or a mapping of plain values")
+
+
+ARCHS = ("torchvision", "reference")
+REFERENCE_BACKBONES = ("vgg16", "resnet50", "inception_v3")
+
+
+def _reference_args(args: Mapping[str, Any]) -> None:
+    """``arch`` and ``large_feature_map``, and what a reference network cannot take."""
+    if args["arch"] not in ARCHS:
+        raise _fail("arch", args["arch"], f"one of {', '.join(ARCHS)}")
+    if not isinstance(args["large_feature_map"], bool):
+        raise _fail("large_feature_map", args["large_feature_map"], "true or false")
+    if args["arch"] == "torchvision":
+        if args["large_feature_map"]:
+            raise CamlabError(
+                "model.large_feature_map is an option of the reference's networks: add "
+                "model.arch=reference (vgg16, resnet50, inception_v3), or use model.hires_cam "
+                "(ResNets: last stage at stride 1)."
+            )
+        return
+    wrong = {
+        "backbone": args["backbone"] not in REFERENCE_BACKBONES,
+        "in_channels": args["in_channels"] != 3,
+        "hires_cam": args["hires_cam"],
+        "head_layers": bool(args["head_layers"]),
+        "backbone_lr_mult": args["backbone_lr_mult"] <= 0,
+    }
+    if any(wrong.values()):
+        name = next(k for k, bad in wrong.items() if bad)
+        raise CamlabError(
+            f"model.arch=reference builds wsolevaluation's vgg16, resnet50 or inception_v3 for "
+            f"RGB images with their own strides and learning-rate groups, so model.{name}="
+            f"{args[name]!r} does not apply (backbone: one of {', '.join(REFERENCE_BACKBONES)}; "
+            "in_channels 3; hires_cam false, use large_feature_map; head_layers []; "
+            "backbone_lr_mult > 0). Fix the override or use model.arch=torchvision."
+        )
 
 
 def checkpoint_hparams(hparams: Any, path: str, known: set[str]) -> dict[str, Any]:
