@@ -22,16 +22,22 @@ from camlab.evaluation.examples import example_grid, pick_examples
 from camlab.evaluation.fullsup import fullsup_trainer_settings
 from camlab.evaluation.module import CamEvaluation
 from camlab.instantiate import build
+from camlab.protocol import CAM_CURVE_INTERVAL
 
 log = logging.getLogger(__name__)
 TABLE = ["max_box_acc_v2", "max_box_acc", "pxap", "top1_loc", "top5_loc", "gt_known_loc"]
 TABLE += ["average_drop", "deletion_auc", "insertion_auc", "road", "pointing_game"]
 
 
+def run_config_path(ckpt_path: str) -> Path:
+    """``<run>/.hydra/config.yaml`` of a checkpoint in ``<run>/checkpoints/``."""
+    return Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+
+
 def run_folder_data(ckpt_path: str) -> tuple[dict | None, Path]:
     """The data settings in the config of the checkpoint's run folder (``<run>/.hydra``), read as
     plain values and never instantiated, or None when there is no such file."""
-    run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    run_config = run_config_path(ckpt_path)
     if not run_config.is_file():
         return None, run_config
     try:
@@ -46,6 +52,32 @@ def run_folder_data(ckpt_path: str) -> tuple[dict | None, Path]:
     if not isinstance(data, dict):
         raise CamlabError(f"{run_config}: `data` is not a mapping. Name the data set (data=...).")
     return from_target(data, str(run_config)), run_config
+
+
+def curve_interval(requested: float | None, ckpt_path: str) -> float:
+    """The threshold grid step: ``cam.cam_curve_interval`` when given, else the training run's
+    (``cam_curve_interval`` in ``<run>/.hydra/config.yaml``: the WSOL recipes' 0.001, the
+    reference's final test), else the reference evaluator's 0.01. The run's file is read as a
+    plain value and must be a number in (0, 1)."""
+    if requested is not None:
+        return float(requested)
+    run_config = run_config_path(ckpt_path)
+    if not run_config.is_file():
+        log.info("cam_curve_interval: %s (no %s)", CAM_CURVE_INTERVAL, run_config)
+        return CAM_CURVE_INTERVAL
+    try:
+        value = OmegaConf.to_container(OmegaConf.load(run_config)).get("cam_curve_interval")
+    except Exception:  # noqa: BLE001 - any unreadable file: the same message
+        value = "unreadable"
+    if value is None:  # a run from before the setting existed
+        return CAM_CURVE_INTERVAL
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise CamlabError(
+            f"{run_config} (the training run's config) gives cam_curve_interval={value!r}, not "
+            "a number between 0 and 1. Pass the grid step, e.g. cam.cam_curve_interval=0.001."
+        )
+    log.info("cam_curve_interval: %s, the training run's (%s)", value, run_config)
+    return float(value)
 
 
 def evaluation_data(cfg: DictConfig, ckpt_path: str, hparams: Any) -> LocalizationDataModule:
@@ -145,6 +177,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = evaluation_data(cfg, str(cfg.ckpt_path), checkpoint["hyper_parameters"])
 
     wanted = scorable_metrics(datamodule, cfg.split, cfg.metrics)
+    interval = curve_interval(cfg.cam.cam_curve_interval, str(cfg.ckpt_path))
     for method in cfg.cam.methods:
         check_method(method)  # an unknown name fails now, listing the valid ones
     classifier = load_classifier(cfg.ckpt_path, checkpoint, datamodule)
@@ -162,7 +195,7 @@ def evaluate(cfg: DictConfig) -> dict:
         classifier,
         datamodule,
         methods=cfg.cam.methods,
-        cam_curve_interval=cfg.cam.cam_curve_interval,
+        cam_curve_interval=interval,
         iou_thresholds=cfg.cam.iou_thresholds,
         cam_threshold=cfg.cam.cam_threshold,
         topk=cfg.cam.topk,
@@ -201,7 +234,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "data_settings": describe(datamodule),
         "split": cfg.split,
         "num_images": len(rows),
-        "cam_curve_interval": cfg.cam.cam_curve_interval,
+        "cam_curve_interval": interval,
         "classification": results["classification"],
         "methods": metrics,
     }

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SHAPES, evaluate, run
+from conftest import ROOT, SHAPES, compose_config, evaluate, run
 from faith_helpers import FAITH, assert_same, direct
 from faith_helpers import KEYS as FAITH_KEYS
 from hydra import compose, initialize_config_dir
@@ -183,3 +183,33 @@ def test_layout_and_mixed_precision(trained, tmp_path):
         assert got["pxap"] != want["pxap"]  # the forward did run in bf16
         assert abs(got["pxap"] - want["pxap"]) <= 1.0
         assert abs(got["max_box_acc_v2"] - want["max_box_acc_v2"]) <= 2 * one_image
+
+
+def test_the_threshold_grid_is_the_training_runs(trained, tmp_path):
+    """cam.cam_curve_interval=null (the default): the step the run trained with (the WSOL
+    recipes' 0.001), read from its config as a plain value; an explicit value wins; a bad one
+    in the file is refused."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "run"
+    shutil.copytree(trained / "checkpoints", folder / "checkpoints")
+    # What `python train.py` leaves (the trained fixture ran in-process: no .hydra).
+    config = folder / ".hydra" / "config.yaml"
+    config.parent.mkdir()
+    OmegaConf.save(compose_config("train", *SHAPES, run_dir=folder), config)
+    assert OmegaConf.load(config).cam_curve_interval == 0.01  # train.yaml's default
+    text = config.read_text().replace("cam_curve_interval: 0.01", "cam_curve_interval: 0.05")
+    config.write_text(text)
+    common = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}", "metrics=[boxes]",
+              "cam.methods=[cam]", "num_workers=0", "num_examples=1"]  # fmt: skip
+    out = evaluate(*common, run_dir=tmp_path / "a")
+    assert out["cam_curve_interval"] == 0.05
+    best = out["methods"]["cam"]["best_threshold_v2@50"]
+    assert round(best / 0.05, 6) == round(best / 0.05)  # a threshold of the 0.05 grid
+    out = evaluate(*common, "cam.cam_curve_interval=0.02", run_dir=tmp_path / "b")
+    assert out["cam_curve_interval"] == 0.02
+    config.write_text(text.replace("cam_curve_interval: 0.05", "cam_curve_interval: abc"))
+    with pytest.raises(CamlabError, match=r"cam_curve_interval='abc'.*cam\.cam_curve_interval="):
+        evaluate(*common, run_dir=tmp_path / "c")
