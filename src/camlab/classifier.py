@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from camlab.checkpoint_io import read_checkpoint
 from camlab.errors import CamlabError
+from camlab.evalmode import eval_mode
 from camlab.methods import build_method
 from camlab.methods.reference import reference_param_groups
 from camlab.models.backbones import build_gapnet, check_input_size
@@ -127,6 +128,15 @@ class GAPClassifier(pl.LightningModule):
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
         return self.net(x)
 
+    def evaluation_cam(self, images: Tensor, labels: Tensor) -> Tensor | None:
+        """The WSOL method's own CAM of ``labels`` ``[B, h, w]`` (the reference's ACoL: the
+        maximum of both branches' min-max normalised maps), or None where the plain network's
+        CAM is the method's (every other case)."""
+        if not self.wsol_method.has_evaluation_cam:
+            return None
+        with eval_mode(self), torch.no_grad():
+            return self.wsol_method.evaluation_forward(self.net, images, labels)[2]
+
     def _criterion(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
 
@@ -136,7 +146,9 @@ class GAPClassifier(pl.LightningModule):
                 self.net, batch["image"], batch["label"], self._criterion
             )
         else:
-            logits, feats = self.net.forward_with_features(batch["image"])
+            logits, feats, cams = self.wsol_method.evaluation_forward(
+                self.net, batch["image"], batch["label"]
+            )
             loss = self._criterion(logits, batch["label"])
         acc = getattr(self, f"{stage}_acc")
         acc(logits, batch["label"])
@@ -148,8 +160,12 @@ class GAPClassifier(pl.LightningModule):
             mean_loss.update(loss.detach(), weight=len(logits))
             self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        # Callbacks reuse the logits and CAM-layer features (no second forward pass).
-        return {"loss": loss, "logits": logits.detach(), "features": feats.detach()}
+        # Callbacks reuse the logits and CAM-layer features (no second forward pass), and the
+        # method's own evaluation CAM where it has one (the reference's ACoL).
+        out = {"loss": loss, "logits": logits.detach(), "features": feats.detach()}
+        if stage != "train" and cams is not None:
+            out["cams"] = cams.detach()
+        return out
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "train")

@@ -213,3 +213,41 @@ def test_the_threshold_grid_is_the_training_runs(trained, tmp_path):
     config.write_text(text.replace("cam_curve_interval: 0.05", "cam_curve_interval: abc"))
     with pytest.raises(CamlabError, match=r"cam_curve_interval='abc'.*cam\.cam_curve_interval="):
         evaluate(*common, run_dir=tmp_path / "c")
+
+
+def test_reference_acol_is_scored_by_the_references_evaluation_map(tmp_path):
+    """ACoL on the reference's network: validation and evaluate.py score the maximum of both
+    branches' min-max normalised maps (the reference's ACoL CAM), not branch A's CAM."""
+    import functools
+
+    import pytorch_lightning as pl
+
+    torch.manual_seed(0)
+    model = GAPClassifier(
+        backbone="vgg16", num_classes=4, arch="reference", method="acol", image_size=64,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+    ).eval()  # fmt: skip
+    dm = ShapesDataModule(train_size=64, val_size=32, test_size=24, num_workers=0)
+    batch = next(iter(dm.test_dataloader()))
+    images, labels = batch["image"], batch["label"]
+    expected = model.wsol_method.reference_cam(model.net, images, labels)
+    with torch.no_grad():
+        assert torch.equal(model.validation_step(batch, 0)["cams"], expected)
+    assert torch.equal(model.evaluation_cam(images, labels), expected)
+    branch_a = cams_to_scoremaps(compute_cam(model, images, "cam", targets=labels), (64, 64))
+    assert not torch.allclose(cams_to_scoremaps(expected, (64, 64)), branch_a, atol=1e-3)
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    ckpt = tmp_path / "acol.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = evaluate(f"ckpt_path={ckpt}", *SHAPES, "cam.methods=[cam]", "metrics=[boxes]",
+                   "num_examples=1", run_dir=tmp_path / "eval")  # fmt: skip
+    maps, boxes = [], []
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            own = model.evaluation_cam(batch["image"], batch["label"])
+            maps += list(cams_to_scoremaps(own, (64, 64)).numpy())
+            boxes += [b[b[:, 0] >= 0].numpy() for b in batch["box"]]
+    v2 = max_box_acc(maps, boxes, 0.01, (30, 50, 70), multi=True)[0]
+    assert out["methods"]["cam"]["max_box_acc_v2"] == v2

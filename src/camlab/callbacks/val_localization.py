@@ -119,7 +119,9 @@ class ValLocalization(Callback):
                 "'features' (the CAM-layer feature maps), as GAPClassifier does."
             )
         labels = batch["label"]
-        cams = cam_from_features(outputs["features"], gap_weight(pl_module), targets=labels)
+        cams = outputs.get("cams")  # the method's own map (the reference's ACoL), else CAM
+        if cams is None:
+            cams = cam_from_features(outputs["features"], gap_weight(pl_module), targets=labels)
         scoremaps = cams_to_scoremaps(cams, tuple(batch["image"].shape[-2:]))
         self.metrics.update(
             scoremaps,

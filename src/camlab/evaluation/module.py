@@ -124,8 +124,20 @@ class CamEvaluation(pl.LightningModule):
 
     def raw_maps(self, method: str, images: Tensor, labels: Tensor) -> Tensor:
         """``[B, h, w]`` maps of the ``labels`` class by ``method`` (a CAM method or a baseline)."""
+        return self._method_maps(method, images, labels, None)
+
+    def _method_maps(self, method: str, images: Tensor, labels: Tensor, cams) -> Tensor:
+        """A baseline's maps; ``cam`` of a WSOL method with its own evaluation map (the
+        reference's ACoL) that map, as the validation callback scores it; else the CAM
+        method's (from ``cams``, the shared forward pass, when given)."""
         if method in self.baselines:
             return self.baselines[method](images, labels)
+        if method == "cam" and hasattr(self.classifier, "evaluation_cam"):
+            own = self.classifier.evaluation_cam(images, labels)
+            if own is not None:
+                return own
+        if cams is not None:
+            return cams[method]
         return compute_cam(self.classifier, images, method, targets=labels)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -152,9 +164,7 @@ class CamEvaluation(pl.LightningModule):
             )
         ]
         for method, metrics in zip(self.methods, self.scores, strict=True):
-            raw = (
-                self.baselines[method](images, labels) if method in self.baselines else cams[method]
-            )
+            raw = self._method_maps(method, images, labels, cams)
             maps = cams_to_scoremaps(raw, size)
             metrics.update(maps, logits, labels, boxes=gt, masks=batch.get("mask"))
             if self._scores_faithfulness():

@@ -31,8 +31,8 @@ class ACoL(WSOLMethod):
     marks the most discriminative positions (>= ``threshold``), which are erased from the
     features before a second classifier (branch B) sees them. The loss is ``CE(A) + CE(B)``:
     B must classify from what A did not use, which spreads the features' evidence over the
-    object. Only branch A is used at eval time by camlab's CAMs; ``reference_cam`` gives the
-    reference's evaluation map, which uses both.
+    object. On torchvision networks camlab's CAMs read branch A; on reference networks
+    validation and evaluation score the reference's map (``reference_cam``: both branches).
 
     On a torchvision network, B is a second linear layer on the erased CAM-layer features. On
     a reference network (``camlab.models.reference``, built for ``acol``), as the reference:
@@ -91,6 +91,20 @@ class ACoL(WSOLMethod):
     ) -> tuple[Tensor, Tensor, Tensor]:
         logits, feats, logits_b, _ = self.branches(net, images, labels)
         return criterion(logits, labels) + criterion(logits_b, labels), logits, feats
+
+    @property
+    def has_evaluation_cam(self) -> bool:  # type: ignore[override]
+        return self.reference
+
+    def evaluation_forward(
+        self, net: GAPNet, images: Tensor, labels: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """On a reference network, the reference's evaluation map (``reference_cam``) from the
+        same pass as the logits; on a torchvision network, branch A's CAM (None)."""
+        if not self.reference:
+            return super().evaluation_forward(net, images, labels)
+        logits, feats, _, feats_b = self.branches(net, images, labels)
+        return logits, feats, self.cam_from_branches(net, feats, feats_b, labels)
 
     def reference_cam(self, net: GAPNet, images: Tensor, labels: Tensor) -> Tensor:
         """The reference's ACoL evaluation CAM (its ``return_cam``): both branches run with

@@ -48,6 +48,18 @@ class WSOLMethod(nn.Module):
         ACoL and SPG on a reference network name theirs."""
         return KeyMap({})
 
+    # Whether ``evaluation_forward`` gives the method's own evaluation CAM (the reference's
+    # ACoL): validation and evaluate.py then score that map as ``cam``.
+    has_evaluation_cam = False
+
+    def evaluation_forward(
+        self, net: GAPNet, images: Tensor, labels: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One evaluation forward pass: ``(logits [B, K], CAM-layer features, the method's own
+        CAM of ``labels`` [B, h, w] or None)``; None: the plain network's CAM applies."""
+        logits, feats = net.forward_with_features(images)
+        return logits, feats, None
+
     def training_loss(
         self, net: GAPNet, images: Tensor, labels: Tensor, criterion: Criterion
     ) -> tuple[Tensor, Tensor, Tensor]:
