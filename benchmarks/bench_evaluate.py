@@ -48,7 +48,7 @@ from cub_like import write_checkpoint, write_dataset  # noqa: E402
 from oracle import image_scores  # noqa: E402
 
 from camlab.classifier import GAPClassifier  # noqa: E402
-from camlab.protocol import normalize_scoremap  # noqa: E402
+from camlab.protocol import normalize_scoremap, rescale_boxes  # noqa: E402
 
 CLOCK: dict[str, float] = defaultdict(float)
 
@@ -67,7 +67,7 @@ def timed(key: str, fn):
 
 
 def read_split(meta: Path) -> list[tuple[str, int, list[list[int]]]]:
-    """(image id, label, boxes rescaled to 224 as the reference does) per test image."""
+    """(image id, label, boxes rescaled to 224 by the reference's expression) per image."""
     labels = dict(line.split(",") for line in (meta / "class_labels.txt").read_text().split())
     sizes = {}
     for line in (meta / "image_sizes.txt").read_text().split():
@@ -76,9 +76,8 @@ def read_split(meta: Path) -> list[tuple[str, int, list[list[int]]]]:
     boxes: dict[str, list] = defaultdict(list)
     for line in (meta / "localization.txt").read_text().split():
         image_id, *xyxy = line.split(",")
-        w, h = sizes[image_id]
-        scale = (224 / w, 224 / h, 224 / w, 224 / h)
-        boxes[image_id].append([int(float(v) * s) for v, s in zip(xyxy, scale, strict=True)])
+        box = torch.tensor([[float(v) for v in xyxy]])
+        boxes[image_id] += rescale_boxes(box, sizes[image_id], 224).tolist()
     ids = (meta / "image_ids.txt").read_text().split()
     return [(i, int(labels[i]), boxes[i]) for i in ids]
 

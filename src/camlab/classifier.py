@@ -200,8 +200,6 @@ class GAPClassifier(pl.LightningModule):
             base_lr = self.optimizer_factory.keywords["lr"]
             ratio = 1.0 / self.hparams.backbone_lr_mult
             groups = reference_param_groups(self.net, self.wsol_method, base_lr / ratio, ratio)
-            for group in groups:
-                group.pop("lr_mult")
             return self._with_scheduler(self.optimizer_factory(params=groups))
         fast = tuple(f"{name}." for name in self.hparams.get("head_layers") or ())
         backbone = [p for n, p in self.net.features.backbone.named_parameters()

@@ -47,7 +47,7 @@ def test_branch_b_sees_only_the_non_discriminative_features_and_losses_add():
     feats = torch.stack([torch.tensor([[0.0, 7.0], [7.5, 10.0]]),
                          torch.tensor([[1.0, 2.0], [3.0, 4.0]])])[None]  # fmt: skip
     labels = torch.tensor([0])
-    logits_b = acol.branch_b(net, feats, labels)
+    logits_b = acol.branches(net, feats, labels)[2]  # the hand net's features: its input
     assert torch.allclose(logits_b, torch.tensor([[0.0, 0.25]]))  # GAP over 4 positions
     loss, logits, out_feats = acol.training_loss(net, feats, labels, F.cross_entropy)
     assert torch.allclose(logits, torch.tensor([[24.5 / 4, 10.0 / 4]]))  # branch A: plain GAP
@@ -62,7 +62,7 @@ def test_the_erasing_map_is_not_differentiated():
     # nothing (the features here are inputs), so A's weights get no gradient from it.
     net, acol = hand_model()
     feats = torch.rand(3, 2, 4, 4)
-    loss_b = F.cross_entropy(acol.branch_b(net, feats, torch.tensor([0, 1, 0])),
+    loss_b = F.cross_entropy(acol.branches(net, feats, torch.tensor([0, 1, 0]))[2],
                              torch.tensor([0, 1, 0]))  # fmt: skip
     loss_b.backward()
     assert net.classifier.weight.grad is None and acol.classifier_b.weight.grad is not None

@@ -126,18 +126,21 @@ class CamEvaluation(pl.LightningModule):
         """``[B, h, w]`` maps of the ``labels`` class by ``method`` (a CAM method or a baseline)."""
         return self._method_maps(method, images, labels, None)
 
+    def _own_cam(self, images: Tensor, labels: Tensor) -> Tensor | None:
+        """The WSOL method's own evaluation map (the reference's ACoL), scored as ``cam`` as
+        the validation callback scores it; None for every other model."""
+        own = getattr(self.classifier, "evaluation_cam", None)
+        return own(images, labels) if own is not None else None
+
     def _method_maps(self, method: str, images: Tensor, labels: Tensor, cams) -> Tensor:
-        """A baseline's maps; ``cam`` of a WSOL method with its own evaluation map (the
-        reference's ACoL) that map, as the validation callback scores it; else the CAM
-        method's (from ``cams``, the shared forward pass, when given)."""
+        """A baseline's maps, else the CAM method's (from ``cams``, the shared forward pass,
+        when given)."""
         if method in self.baselines:
             return self.baselines[method](images, labels)
-        if method == "cam" and hasattr(self.classifier, "evaluation_cam"):
-            own = self.classifier.evaluation_cam(images, labels)
-            if own is not None:
-                return own
         if cams is not None:
             return cams[method]
+        if method == "cam" and (own := self._own_cam(images, labels)) is not None:
+            return own
         return compute_cam(self.classifier, images, method, targets=labels)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -146,9 +149,14 @@ class CamEvaluation(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         size = tuple(images.shape[-2:])
         # One forward pass gives the logits and every CAM method's maps of the labels' class,
-        # bit for bit what one forward per method gave (compute_cams).
+        # bit for bit what one forward per method gave (compute_cams); a WSOL method's own
+        # evaluation map (the reference's ACoL) replaces `cam`'s.
+        own = self._own_cam(images, labels) if "cam" in self.methods else None
         cam_methods = [m for m in self.methods if m not in self.baselines]
+        cam_methods = [m for m in cam_methods if not (m == "cam" and own is not None)]
         logits, cams = compute_cams(self.classifier, images, cam_methods, targets=labels)
+        if own is not None:
+            cams["cam"] = own
         for accuracy in self.classification.values():
             accuracy.update(logits, labels)
         confidence, prediction = logits.softmax(1).max(1)

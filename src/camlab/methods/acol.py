@@ -56,14 +56,6 @@ class ACoL(WSOLMethod):
         else:
             self.classifier_b = nn.Linear(net.classifier.in_features, num_classes)
 
-    def branch_b(self, net: GAPNet, features: Tensor, labels: Tensor) -> Tensor:
-        """Torchvision networks: CAM-layer features ``[B, C, h, w]`` -> branch B's logits
-        ``[B, K]``."""
-        erased, _ = erase_discriminative(
-            features, label_cam(net.classifier, features, labels), self.threshold
-        )
-        return self.classifier_b(torch.flatten(net.pool(erased), 1))
-
     def branches(
         self, net: GAPNet, images: Tensor, labels: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
