@@ -236,8 +236,11 @@ def run_train(name: str) -> dict[str, Tensor]:
 
 def check_summary(actual: Tensor, expected: dict, what: str) -> None:
     """A tensor against the fixture's summary of both images (shape, first values, min, max,
-    sum), within 1e-3 of its largest magnitude per element (sqrt(n) of that for the sum). For
-    the first image alone: its shape and first values (the rest spans both)."""
+    sum), within 1e-3 of its largest magnitude per element; the sum within sqrt(n) of that
+    plus 1e-4 of its size (errors that move every element alike, as a min-max normalisation's
+    under another CPU kernel, add up: Inception-SPG's attention sum moved 1.8e-5 relative under
+    ATEN_CPU_CAPABILITY=default). For the first image alone: its shape and first values (the
+    rest spans both)."""
     assert list(actual.shape[1:]) == expected["shape"][1:], what
     tol = 1e-3 * max(abs(expected["min"]), abs(expected["max"]))
     flat = actual.detach().double().flatten()
@@ -246,7 +249,8 @@ def check_summary(actual: Tensor, expected: dict, what: str) -> None:
     if actual.shape[0] == expected["shape"][0]:
         assert abs(flat.min() - expected["min"]) <= tol, what
         assert abs(flat.max() - expected["max"]) <= tol, what
-        assert abs(flat.sum() - expected["sum"]) <= tol * math.sqrt(flat.numel()), what
+        sum_tol = tol * math.sqrt(flat.numel()) + 1e-4 * abs(expected["sum"])
+        assert abs(flat.sum() - expected["sum"]) <= sum_tol, what
 
 
 def check_logits(actual: Tensor, expected: list[dict], what: str) -> None:
