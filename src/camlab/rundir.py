@@ -70,6 +70,8 @@ class KeepRunOutputs(Callback):
             _refuse(problem)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(OmegaConf.select(config, "hydra.sweeper._target_")).endswith("WSOLSearchSweeper"):
+            return  # a search resumes in its folder; its sweeper refuses used trial folders
         sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
         found = glob.glob(os.path.join(glob.escape(sweep_dir), "multirun.yaml"))
         found += glob.glob(os.path.join(glob.escape(sweep_dir), "*", "metrics.json"))
