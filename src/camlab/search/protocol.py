@@ -3,7 +3,7 @@ budget, every trial trained on train and scored on ``train-fullsup`` (the val sp
 selected trial evaluated once on test.
 
 The study lives in an Optuna sqlite file. Resuming is part of the protocol: trials left
-``RUNNING`` by a killed search are marked failed (``interrupted``) and their parameters queued
+``RUNNING`` by a killed search are marked failed (``interrupted``) and their values drawn
 again, and only finished trials count toward the budget, so a search that was killed and resumed
 runs the same trials as one that was not. A trial that fails is recorded and the search goes on.
 """
@@ -34,11 +34,12 @@ def open_study(name: str, storage: str, sampler, direction: str = "maximize"):
 
 
 def recover_interrupted(study) -> list[int]:
-    """Marks trials a killed search left ``RUNNING`` as failed (user attribute ``interrupted``)
-    and queues their parameters again; returns their numbers.
+    """Marks trials a killed search left ``RUNNING`` as failed (user attribute ``interrupted``);
+    returns their numbers. They do not count toward the budget, and the next fresh trial draws
+    what the interrupted one drew (``camlab.search.space.draw_index``).
 
-    Trials of this protocol run one search process at a time, so a RUNNING trial at start-up is
-    one whose process died.
+    Trials of this protocol run from one search process at a time, so a RUNNING trial at
+    start-up is one whose process died.
     """
     from optuna.trial import TrialState
 
@@ -46,8 +47,7 @@ def recover_interrupted(study) -> list[int]:
     for trial in stale:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params))
-        log.warning("Trial %d was interrupted; its parameters run again.", trial.number)
+        log.warning("Trial %d was interrupted; its values are drawn again.", trial.number)
     return [t.number for t in stale]
 
 

@@ -88,7 +88,7 @@ def draw(space: dict[str, dict], trial, config_value) -> dict[str, Any]:
     """Draws one trial's values (``trial``: an optuna Trial); returns key -> override value.
 
     The optuna parameters are the raw draws (``method.beta`` stores ``u`` of ``1 / u - 1/2``),
-    so a study can be resumed and re-enqueued exactly.
+    so a study can be resumed and re-queued exactly.
     """
     values: dict[str, Any] = {}
     for key, spec in space.items():
@@ -99,18 +99,11 @@ def draw(space: dict[str, dict], trial, config_value) -> dict[str, Any]:
             values[key] = trial.suggest_categorical(key, args)
             continue
         low, high = (float(values[a]) if isinstance(a, str) else float(a) for a in args)
-        if kind == "log_uniform":
-            raw = trial.suggest_float(key, low, high, log=True)
-            values[key] = raw
-        else:
-            raw = trial.suggest_float(key, low, high)
-            if kind == "reciprocal_uniform":
-                # U(low, high]: optuna draws [low, high); reflecting keeps 0 out of 1 / u.
-                raw = low + high - raw
-                values[key] = 1.0 / raw + spec["shift"]
-                continue
-            values[key] = raw
-        values[key] = values[key] + spec["shift"]
+        raw = trial.suggest_float(key, low, high, log=kind == "log_uniform")
+        if kind == "reciprocal_uniform":
+            # U(low, high]: optuna draws from [low, high); the reflection keeps 1 / 0 out.
+            raw = 1.0 / (low + high - raw)
+        values[key] = raw + spec["shift"]
     return values
 
 
@@ -123,14 +116,23 @@ def override_value(value: Any) -> str:
     return str(value)
 
 
-def trial_seed(seed: int, number: int, key: str) -> int:
-    """The RNG seed of one draw: the same for the same (search seed, trial number, key), so a
-    resumed search draws what the uninterrupted one would have."""
-    return zlib.crc32(f"{seed}:{number}:{key}".encode()) & 0x7FFFFFFF
+def trial_seed(seed: int, index: int, key: str) -> int:
+    """The RNG seed of one draw: the same for the same (search seed, draw index, key)."""
+    return zlib.crc32(f"{seed}:{index}:{key}".encode()) & 0x7FFFFFFF
+
+
+def draw_index(study, trial) -> int:
+    """The trial's place among the draws: its number less the interrupted trials before it, so
+    the trial after an interruption draws the interrupted trial's values again."""
+    before = study.get_trials(deepcopy=False)
+    return trial.number - sum(
+        t.number < trial.number and bool(t.user_attrs.get("interrupted")) for t in before
+    )
 
 
 def trial_seeded_sampler(seed: int):
-    """Optuna's random sampler, reseeded for every draw by ``trial_seed``.
+    """Optuna's random sampler, reseeded for every draw by ``trial_seed``, so a search that was
+    killed and resumed draws exactly what an uninterrupted one draws.
 
     Optuna's own ``RandomSampler(seed)`` restarts its generator when a study is loaded again, so
     a resumed search would repeat its first trials.
@@ -140,7 +142,8 @@ def trial_seeded_sampler(seed: int):
 
     class TrialSeededSampler(optuna.samplers.RandomSampler):
         def sample_independent(self, study, trial, param_name, param_distribution):
-            self._rng = np.random.RandomState(trial_seed(seed, trial.number, param_name))
+            index = draw_index(study, trial)
+            self._rng = np.random.RandomState(trial_seed(seed, index, param_name))
             return super().sample_independent(study, trial, param_name, param_distribution)
 
     return TrialSeededSampler(seed=seed)
