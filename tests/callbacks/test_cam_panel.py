@@ -398,3 +398,29 @@ def test_bad_arguments():
     for bad in (1.0, -0.1, "best"):
         with pytest.raises(CamlabError, match="box_threshold"):
             CAMPanel(box_threshold=bad)
+
+
+def test_reference_acol_panel_shows_the_references_evaluation_map():
+    """ACoL on the reference's network: the panel's `cam` is the map validation and evaluate.py
+    score (the maximum of both branches' min-max normalised maps), not branch A's CAM."""
+    import functools
+
+    from camlab.classifier import GAPClassifier
+
+    torch.manual_seed(0)
+    model = GAPClassifier(
+        backbone="vgg16", num_classes=4, arch="reference", method="acol", image_size=64,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+    ).eval()  # fmt: skip
+    batch = next(iter(ShapesDataModule(train_size=8, val_size=4, test_size=4,
+                                       num_workers=0).val_dataloader()))  # fmt: skip
+    images, labels = batch["image"], batch["label"]
+    panel = CAMPanel(methods=("cam", "gradcam"))
+    shown = panel._scoremaps(model, images, "cam", labels)
+    expected = cams_to_scoremaps(model.evaluation_cam(images, labels).float(), (64, 64))
+    assert torch.equal(shown, expected)
+    branch_a = cams_to_scoremaps(compute_cam(model, images, "cam", targets=labels), (64, 64))
+    assert not torch.allclose(shown, branch_a, atol=1e-3)
+    # Grad-CAM has no such map: it explains the CAM layer as before.
+    gradcam = cams_to_scoremaps(compute_cam(model, images, "gradcam", targets=labels), (64, 64))
+    assert torch.equal(panel._scoremaps(model, images, "gradcam", labels), gradcam)

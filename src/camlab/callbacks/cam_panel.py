@@ -232,10 +232,20 @@ class CAMPanel(Callback):
         self._logged_steps.add(step)
 
     def _scoremaps(self, pl_module: pl.LightningModule, images: Tensor, method: str, targets):
-        """Protocol score maps ``[B, H, W]`` (float64, CPU, in [0, 1]) of ``method``."""
-        cams = compute_cam(
-            pl_module, images, method, targets=targets, target_layer=self.target_layer
-        ).detach()
+        """Protocol score maps ``[B, H, W]`` (float64, CPU, in [0, 1]) of ``method``.
+
+        ``cam`` of a model whose WSOL method has its own evaluation map (the reference's ACoL:
+        both branches) shows that map, as the validation metrics and evaluate.py score it.
+        """
+        own = getattr(pl_module, "evaluation_cam", None)
+        cams = None
+        if method == "cam" and self.target_layer is None and own is not None:
+            cams = own(images, torch.as_tensor(targets, device=images.device))
+        if cams is None:
+            cams = compute_cam(
+                pl_module, images, method, targets=targets, target_layer=self.target_layer
+            )
+        cams = cams.detach()
         return cams_to_scoremaps(cams.float(), tuple(images.shape[-2:]))
 
     def calibrate(self, pl_module: pl.LightningModule, method: str) -> float:

@@ -79,7 +79,7 @@ BACKBONES: dict[str, tuple[Callable[[nn.Module], tuple[nn.Module, int]], int]] =
 }
 
 
-def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+def torchvision_model(name: str, pretrained: bool) -> nn.Module:
     kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
     if not pretrained:
         return torchvision.models.get_model(name, weights=None, **kwargs)
@@ -167,7 +167,7 @@ def build_gapnet(
             "Use a resnet backbone or model.hires_cam=false."
         )
     cut, _ = BACKBONES[name]
-    backbone, dim = cut(_torchvision_model(name, pretrained))
+    backbone, dim = cut(torchvision_model(name, pretrained))
     _adapt_input_channels(backbone, in_channels)
     if "transform_input" in backbone._modules:
         backbone.transform_input = InceptionTransformInput(in_channels)

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 
 from camlab.errors import CamlabError
-from camlab.models.backbones import _torchvision_model
+from camlab.models.backbones import torchvision_model
 from camlab.models.reference.inception import build_inception_v3
 from camlab.models.reference.net import ARCHS, ReferenceNet, network_type
 from camlab.models.reference.pretrained import load_torchvision_weights
@@ -37,6 +37,6 @@ def build_reference_net(
         raise CamlabError(f"Unknown reference arch '{arch}'. Valid choices: {', '.join(ARCHS)}.")
     net = _BUILDERS[arch](network_type(method), large_feature_map, num_classes)
     if pretrained:
-        state = _torchvision_model(arch, pretrained=True).state_dict()
+        state = torchvision_model(arch, pretrained=True).state_dict()
         load_torchvision_weights(net, state, dataset_name)
     return net
