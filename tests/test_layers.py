@@ -14,6 +14,7 @@ LAYERS = [
     {"classifier"},
     {"callbacks", "evaluation", "instantiate", "launch", "rundir"},
     {"train", "evaluate", "summarize"},
+    {"search"},
     {"cli"},
 ]
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in layer}

@@ -192,3 +192,19 @@ def test_each_method_search_composes_with_keys_that_exist(method, recipe):
         metric = "val/pxap" if "openimages" in recipe else "val/max_box_acc_v2"
         assert cfg.optimized_metric == metric
         assert sweeper.study_name.startswith(f"wsol_{method}_{recipe.split('_')[1]}_")
+
+
+def test_search_runs_through_the_slurm_launcher_in_batches():
+    from hydra import compose, initialize_config_dir
+
+    import camlab.cli
+
+    overrides = ["hparams_search=wsol_adl", "experiment=wsol_cub_resnet50_cam",
+                 "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
+                 "hydra.sweeper.batch=8"]  # fmt: skip
+    with initialize_config_dir(camlab.cli.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.tasks_per_node == 4
+    assert cfg.hydra.sweeper.batch == 8 and cfg.hydra.sweeper.budget == 30
+    assert OmegaConf.to_yaml(cfg.hydra.sweep).count("subdir: trial_${hydra.job.num}") == 1
