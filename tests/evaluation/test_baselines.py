@@ -20,6 +20,7 @@ from camlab.errors import CamlabError
 from camlab.evaluate import evaluate as camlab_evaluate
 from camlab.evaluation.baselines import CenterBaseline, center_gaussian, check_method
 from camlab.evaluation.fullsup import (
+    build_fullsup,
     flip_batch,
     foreground_targets,
     resolve_init,
@@ -157,6 +158,21 @@ def test_fullsup_trains_deterministically_and_gives_maps():
     maps = model(torch.randn(2, 3, 32, 32))
     assert maps.shape == (2, 2, 2) and bool(((maps > 0) & (maps < 1)).all())  # 1/16 of 32 px
     assert not model.training
+
+
+@pytest.mark.parametrize("backbone, large, side", [("vgg16", False, 4)])
+def test_fullsup_of_a_reference_network_is_the_references_cam_network(backbone, large, side):
+    """The FSL row of the results table: on the reference's networks the foreground model is the
+    reference's CAM network (its layers, its map size), not torchvision's."""
+    classifier = GAPClassifier(backbone, 4, image_size=64, arch="reference",
+                               large_feature_map=large)  # fmt: skip
+    model = build_fullsup(classifier, "scratch")
+    names = {n for n, _ in model.features.named_modules()}
+    assert names == {n for n, _ in classifier.net.features.named_modules()}
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, 64, 64))
+        cams = classifier.net.features(torch.randn(1, 3, 64, 64))
+    assert maps.shape == (1, side, side) == (1, *cams.shape[-2:])
 
 
 @pytest.mark.slow
