@@ -160,7 +160,7 @@ def test_fullsup_trains_deterministically_and_gives_maps():
     assert not model.training
 
 
-@pytest.mark.parametrize("backbone, large, side", [("vgg16", False, 4)])
+@pytest.mark.parametrize("backbone, large, side", [("resnet50", True, 8)])
 def test_fullsup_of_a_reference_network_is_the_references_cam_network(backbone, large, side):
     """The FSL row of the results table: on the reference's networks the foreground model is the
     reference's CAM network (its layers, its map size), not torchvision's."""
