@@ -19,6 +19,7 @@ from camlab.methods.reference import reference_param_groups
 from camlab.models.backbones import build_gapnet, check_input_size
 from camlab.models.hparams import check_model_args, checkpoint_hparams
 from camlab.models.reference import build_reference_net
+from camlab.models.timm_backbones import build_timm_gapnet
 
 
 class PercentAccuracy(MulticlassAccuracy):
@@ -34,10 +35,12 @@ class GAPClassifier(pl.LightningModule):
     ``GAPClassifier.load_from_checkpoint(path)`` needs nothing else.
 
     Args:
-        backbone: torchvision backbone name (see ``camlab.models.BACKBONES``).
+        backbone: torchvision backbone name (see ``camlab.models.BACKBONES``), or with
+            ``arch=timm`` any ``timm.list_models()`` name.
         num_classes: classes (from the data module).
         in_channels: image channels (from the data module).
-        pretrained: start the backbone from torchvision's ImageNet weights.
+        pretrained: start the backbone from torchvision's ImageNet weights (timm's pretrained
+            weights with ``arch=timm``).
         hires_cam: ResNets: last stage at stride 1 (twice the CAM resolution).
         optimizer: ``functools.partial`` of a torch optimizer taking the parameter groups.
         scheduler: ``functools.partial`` of a torch LR scheduler taking the optimizer, or None.
@@ -58,7 +61,8 @@ class GAPClassifier(pl.LightningModule):
             so evaluation rebuilds the data the model was trained on from the checkpoint alone.
         arch: ``torchvision`` (torchvision's network cut for GAP, ``camlab.models.backbones``)
             or ``reference`` (vgg16, resnet50, inception_v3 as wsolevaluation builds them for
-            ``method``, with its learning-rate groups: ``camlab.models.reference``).
+            ``method``, with its learning-rate groups: ``camlab.models.reference``) or ``timm``
+            (a timm model's ``forward_features`` + GAP + linear: ``camlab.models.timm_backbones``).
         large_feature_map: ``arch=reference``: 28x28 CAMs at 224 px instead of 14x14.
     """
 
@@ -88,7 +92,8 @@ class GAPClassifier(pl.LightningModule):
         super().__init__()
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         check_model_args(args)
-        check_input_size(backbone, image_size)
+        if arch != "timm":  # timm models are checked on a blank image when built
+            check_input_size(backbone, image_size)
         # Plain values only: optimizer/scheduler partials stay out of the checkpoint.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         fetch = pretrained and not init_from_checkpoint
@@ -98,10 +103,14 @@ class GAPClassifier(pl.LightningModule):
             self.net = build_reference_net(
                 backbone, method, num_classes, large_feature_map, fetch, dataset
             )
+        elif arch == "timm":
+            self.net = build_timm_gapnet(backbone, num_classes, in_channels, fetch, image_size)
         else:
             self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
+        # Methods place layers by torchvision backbone name: a timm name must not match one.
+        where = f"timm:{backbone}" if arch == "timm" else backbone
         # Rebuilt from plain values when a checkpoint is loaded (its layers are in the state dict).
-        self.wsol_method = build_method(method, self.net, backbone, num_classes,
+        self.wsol_method = build_method(method, self.net, where, num_classes,
                                         **(method_params or {}))  # fmt: skip
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # One metric object per stage: their states must not mix.
@@ -267,6 +276,26 @@ class GAPClassifier(pl.LightningModule):
         if map_location is not None and not callable(map_location):
             model.to(map_location if not isinstance(map_location, dict) else "cpu")
         return model
+
+
+def timm_classifier(
+    name: str, backbone: str | None = None, arch: str = "timm", **kwargs: Any
+) -> GAPClassifier:
+    """``model=timm``'s target: a ``GAPClassifier`` of the timm model ``name``.
+
+    Args:
+        name: any ``timm.list_models()`` name (``model.name``).
+        backbone, arch: the config's copies (``${.name}``, ``timm``) that logs and result tables
+            read; another value is a conflicting override.
+        **kwargs: the other ``GAPClassifier`` arguments.
+    """
+    if backbone not in (None, name) or arch != "timm":
+        raise CamlabError(
+            f"model=timm builds the timm model model.name={name!r}, but the config also says "
+            f"backbone={backbone!r}, arch={arch!r}. Choose the model with model.name=<name> "
+            "only, or use a torchvision config (e.g. model=resnet18)."
+        )
+    return GAPClassifier(backbone=name, arch="timm", **kwargs)
 
 
 def check_state_dict(

@@ -160,11 +160,15 @@ def test_fullsup_trains_deterministically_and_gives_maps():
     assert not model.training
 
 
-@pytest.mark.parametrize("backbone, large, side", [("resnet50", True, 8)])
-def test_fullsup_of_a_reference_network_is_the_references_cam_network(backbone, large, side):
-    """The FSL row of the results table: on the reference's networks the foreground model is the
-    reference's CAM network (its layers, its map size), not torchvision's."""
-    classifier = GAPClassifier(backbone, 4, image_size=64, arch="reference",
+@pytest.mark.parametrize(
+    "backbone, arch, large, side",
+    [("resnet50", "reference", True, 8), ("resnet10t", "timm", False, 2)],
+)
+def test_fullsup_has_the_classifiers_own_network(backbone, arch, large, side):
+    """The FSL row of the results table: on the reference's networks (and timm's) the
+    foreground model is the classifier's own network (its layers, its map size), not the
+    torchvision network of the same name."""
+    classifier = GAPClassifier(backbone, 4, image_size=64, arch=arch,
                                large_feature_map=large)  # fmt: skip
     model = build_fullsup(classifier, "scratch")
     names = {n for n, _ in model.features.named_modules()}

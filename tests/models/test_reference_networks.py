@@ -469,5 +469,5 @@ def test_gap_classifier_with_a_reference_network_saves_and_loads_alone(tmp_path)
         GAPClassifier(backbone="vgg16", large_feature_map=True)  # a reference-only option
     with pytest.raises(CamlabError, match="model.backbone='resnet18' does not apply"):
         GAPClassifier(backbone="resnet18", arch="reference")
-    with pytest.raises(CamlabError, match="one of torchvision, reference"):
-        GAPClassifier(backbone="vgg16", arch="timm")
+    with pytest.raises(CamlabError, match="one of torchvision, reference, timm"):
+        GAPClassifier(backbone="vgg16", arch="keras")

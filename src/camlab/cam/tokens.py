@@ -1,4 +1,5 @@
-"""torchvision's vision transformers (``vit_*``, ``swin_*``): their layers' outputs as grids.
+"""Vision transformers (torchvision's ``vit_*``, ``swin_*``; timm's ViT / DeiT / EVA / BEiT and
+Swin): their layers' outputs as grids.
 
 CAM methods work on ``[B, C, h, w]`` maps; transformer layers output tokens. This module picks,
 for torchvision's ``VisionTransformer`` and ``SwinTransformer``, what pytorch-grad-cam asks the
@@ -12,8 +13,13 @@ user to write as a ``reshape_transform``:
 - Swin: stages and ``norm`` output channels-last ``[B, h, w, C]``; the grid is the permutation to
   ``[B, C, h, w]``. The default layer is ``norm``, which feeds global average pooling and the
   linear ``head``, so CAM and the closed-form gradient apply there as on a CNN.
+
+timm's models work alike: ViT-like models (``patch_embed`` + ``blocks``; DeiT's distillation and
+register tokens are prefix tokens too) default to ``blocks[-1].norm1``, Swin (channels-last
+``layers``) to ``norm``. timm is only looked at once imported: no timm model exists before.
 """
 
+import sys
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -42,31 +48,59 @@ class TokenGrid:
         return raw[:, raw.shape[1] - h * w :].transpose(1, 2).reshape(raw.shape[0], -1, h, w)
 
 
+def _is_timm_vit(module: nn.Module) -> bool:
+    # Duck-typed: timm's ViT, DeiT, EVA, BEiT, CaiT share these attributes, not a base class.
+    return (
+        type(module).__module__.startswith("timm.")
+        and isinstance(getattr(module, "patch_embed", None), nn.Module)
+        and isinstance(getattr(module, "blocks", None), nn.Sequential | nn.ModuleList)
+        and hasattr(module, "num_prefix_tokens")
+    )
+
+
+def _is_timm_swin(module: nn.Module) -> bool:
+    if "timm" not in sys.modules:
+        return False
+    from timm.models.swin_transformer import SwinTransformer as TimmSwin
+    from timm.models.swin_transformer_v2 import SwinTransformerV2 as TimmSwinV2
+
+    return isinstance(module, TimmSwin | TimmSwinV2)
+
+
 def _transformers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    timm_loaded = "timm" in sys.modules
     return [
         (name, m)
         for name, m in model.named_modules()
         if isinstance(m, VisionTransformer | SwinTransformer)
+        or (timm_loaded and (_is_timm_vit(m) or _is_timm_swin(m)))
     ]
 
 
 def transformer_cam_layer(model: nn.Module) -> str | None:
-    """Default CAM layer of the first torchvision ViT / Swin in ``model``, or ``None``."""
+    """Default CAM layer of the first ViT / Swin (torchvision's or timm's) in ``model``, or
+    ``None``."""
     found = _transformers(model)
     if not found:
         return None
     name, net = found[0]
     prefix = f"{name}." if name else ""
-    if isinstance(net, SwinTransformer):
+    if isinstance(net, SwinTransformer) or _is_timm_swin(net):
         return f"{prefix}norm"
+    if _is_timm_vit(net):
+        return f"{prefix}blocks.{len(net.blocks) - 1}.norm1"
     last = list(net.encoder.layers.named_children())[-1][0]
     return f"{prefix}encoder.layers.{last}.ln_1"
+
+
+def _inside(layer: nn.Module, module: nn.Module | None) -> bool:
+    return module is not None and any(m is layer for m in module.modules())
 
 
 def token_transform(
     model: nn.Module, layer: nn.Module, image_shape: tuple[int, ...]
 ) -> TokenGrid | None:
-    """The grid transform for ``layer`` of a torchvision ViT / Swin inside ``model``, or ``None``.
+    """The grid transform for ``layer`` of a ViT / Swin inside ``model``, or ``None``.
 
     Args:
         model: the (unwrapped) model.
@@ -74,8 +108,21 @@ def token_transform(
         image_shape: the input's shape ``[B, 3, H, W]`` (ViT's patch grid is ``H/p x W/p``).
     """
     for _, net in _transformers(model):
-        if not any(m is layer for m in net.modules()):
+        if not _inside(layer, net):
             continue
+        if _is_timm_vit(net):
+            # Tokens everywhere but in the patch embedding's conv and the pooled head.
+            head = [getattr(net, n, None) for n in ("head", "fc_norm", "attn_pool", "head_dist")]
+            if isinstance(layer, nn.Conv2d) or any(_inside(layer, m) for m in head):
+                return None
+            embed = net.patch_embed
+            if hasattr(embed, "dynamic_feat_size"):
+                return TokenGrid(grid=tuple(embed.dynamic_feat_size(tuple(image_shape[-2:]))))
+            return TokenGrid(grid=tuple(embed.grid_size))
+        if _is_timm_swin(net):  # channels-last from the patch embedding to ``norm``
+            if isinstance(layer, nn.Conv2d) or _inside(layer, net.head):
+                return None
+            return TokenGrid()
         if isinstance(net, VisionTransformer):
             if layer is net.conv_proj or layer is net.heads or layer in net.heads.modules():
                 return None
@@ -90,8 +137,11 @@ def token_transform(
 
 
 def transformer_head(model: nn.Module, layer: nn.Module) -> nn.Linear | None:
-    """Swin's ``head`` when ``layer`` is its ``norm`` (GAP + linear follow); else ``None``."""
+    """Swin's linear head when ``layer`` is its ``norm`` (GAP + linear follow); else ``None``."""
     for _, net in _transformers(model):
         if isinstance(net, SwinTransformer) and layer is net.norm:
             return net.head
+        if _is_timm_swin(net) and layer is net.norm and isinstance(net.head.fc, nn.Linear):
+            pooled = getattr(net.head.global_pool, "pool_type", "") == "avg"
+            return net.head.fc if pooled else None
     return None

@@ -88,16 +88,24 @@ def check_model_args(args: Mapping[str, Any]) -> None:
         raise _fail("data_config", data, "None or a mapping of plain values")
 
 
-ARCHS = ("torchvision", "reference")
+ARCHS = ("torchvision", "reference", "timm")
 REFERENCE_BACKBONES = ("vgg16", "resnet50", "inception_v3")
 
 
 def _reference_args(args: Mapping[str, Any]) -> None:
-    """``arch`` and ``large_feature_map``, and what a reference network cannot take."""
+    """``arch`` and ``large_feature_map``, and what a reference or timm network cannot take."""
     if args["arch"] not in ARCHS:
         raise _fail("arch", args["arch"], f"one of {', '.join(ARCHS)}")
     if not isinstance(args["large_feature_map"], bool):
         raise _fail("large_feature_map", args["large_feature_map"], "true or false")
+    if args["arch"] == "timm":
+        for name, fix in (("hires_cam", "torchvision"), ("large_feature_map", "reference")):
+            if args[name]:
+                raise CamlabError(
+                    f"model.{name} is an option of model.arch={fix}'s networks; timm models "
+                    f"are built as timm defines them. Set model.{name}=false."
+                )
+        return
     if args["arch"] == "torchvision":
         if args["large_feature_map"]:
             raise CamlabError(
