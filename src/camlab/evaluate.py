@@ -138,20 +138,24 @@ def load_classifier(ckpt_path: str, checkpoint: dict, datamodule) -> GAPClassifi
 
 
 def scorable_metrics(datamodule, split: str, requested) -> set[str]:
-    """``requested`` (``boxes``, ``pxap``, ``faithfulness``), or, when None, the box metrics
-    and PxAP the split has labels for (faithfulness is opt-in: many more forward passes)."""
+    """``requested`` (``boxes``, ``pxap``, ``faithfulness``, ``sanity``), or, when None, the box
+    metrics and PxAP the split has labels for (faithfulness and sanity are opt-in: many more
+    forward passes)."""
     has = {
         "boxes": datamodule.has_boxes(split),
         "pxap": datamodule.has_masks(split),
         "faithfulness": True,  # class labels suffice (the pointing game uses boxes or masks)
+        "sanity": True,  # class labels suffice
     }
-    default = {name for name, present in has.items() if present and name != "faithfulness"}
+    opt_in = {"faithfulness", "sanity"}  # many more forward passes
+    default = {name for name, present in has.items() if present and name not in opt_in}
     wanted = default if requested is None else set(requested)
     if not wanted or not wanted <= set(has):
         raise CamlabError(
             f"metrics={None if requested is None else list(requested)}: nothing to score. Valid "
             "entries: boxes (MaxBoxAcc, Loc), pxap (needs masks), faithfulness (Average Drop, "
-            f"deletion / insertion, ROAD, pointing game); the {split} split has "
+            "deletion / insertion, ROAD, pointing game), sanity (randomisation sanity checks); "
+            f"the {split} split has "
             f"{', '.join(n for n, p in has.items() if p) or 'neither boxes nor masks'}."
         )
     for name in wanted:
@@ -209,6 +213,8 @@ def evaluate(cfg: DictConfig) -> dict:
     val = None
     if "faithfulness" in wanted:  # on the scored split only, not on calibrate_on's
         evaluation.enable_faithfulness(cfg.split, **cfg.faithfulness)
+    if "sanity" in wanted:  # randomised copies of the classifier: it stays as it is
+        evaluation.enable_sanity(cfg.split, **OmegaConf.to_container(cfg.sanity, resolve=True))
     if cfg.calibrate_on:
         if "boxes" not in wanted:
             raise CamlabError("calibrate_on picks box thresholds: it needs metrics with boxes.")
@@ -269,10 +275,15 @@ def evaluate(cfg: DictConfig) -> dict:
     for method, out in results["methods"].items():
         if "pxap" in out:
             report.plot_pr_curve(out_dir / f"pxap_{method}.png", method, out["pxap"])
+        if "sanity" in out:
+            report.plot_sanity(out_dir / f"sanity_{method}.png", method, out["sanity"])
 
     table = report.format_table(metrics, TABLE)
     cls = ", ".join(f"{k} {v:.2f}" for k, v in results["classification"].items())
-    print(f"\n{cfg.split} split, {len(rows)} images; classification: {cls}\n{table}\n")
+    table = f"\n{table}" if any(c in m for m in metrics.values() for c in TABLE) else ""
+    print(f"\n{cfg.split} split, {len(rows)} images; classification: {cls}{table}\n")
+    if sanity_table := report.format_sanity_table(metrics):
+        print(f"Sanity checks (similarity to the trained model's maps):\n{sanity_table}\n")
     log.info("Evaluation written to %s", out_dir)
     return summary
 

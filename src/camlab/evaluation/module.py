@@ -11,12 +11,14 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from camlab.cam import compute_cam, compute_cams
 from camlab.data.base import LocalizationDataModule
+from camlab.errors import CamlabError
+from camlab.evaluation.sanity import SanityCheck
 from camlab.metrics import (
     FaithfulnessMetrics,
     box_iou,
@@ -94,6 +96,9 @@ class CamEvaluation(pl.LightningModule):
         self.faithfulness: nn.ModuleList | None = None
         self.faithfulness_split: str | None = None
         self.faithfulness_gt: str | None = None
+        # Opt-in sanity checks (enable_sanity), of the CAM methods, on one split.
+        self.sanity: SanityCheck | None = None
+        self.sanity_split: str | None = None
 
     def test_dataloader(self) -> DataLoader:
         dataset = self.datamodule_.dataset(self.split)
@@ -182,6 +187,9 @@ class CamEvaluation(pl.LightningModule):
             for row, scoremap, boxes in zip(rows, maps.numpy(), gt, strict=True):
                 row[method] = self._image_record(scoremap, boxes.numpy())
         self.rows.extend(rows)
+        if self._scores_sanity():
+            keep = batch["index"].to(labels.device) < self.sanity.num_images
+            self.sanity.update(images[keep], labels[keep])
 
     def _image_record(self, scoremap: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
         """V2 IoU curve of one image, its best IoU and the predicted box achieving it."""
@@ -222,6 +230,38 @@ class CamEvaluation(pl.LightningModule):
             masks=batch["mask"] if gt == "masks" else None,
         )  # fmt: skip
 
+    def enable_sanity(
+        self, split: str, num_images: int = 16, label_steps: int = 0, label_images: int = 256,
+        **config: Any,
+    ) -> None:  # fmt: skip
+        """Adds the sanity checks (``camlab.evaluation.sanity.SanityCheck``) of the CAM methods
+        (not the baselines: they do not read the classifier) on ``split``'s first
+        ``num_images`` images. With ``label_steps`` > 0 the permuted-label copy is fine-tuned
+        on the ``label_images`` images that follow them. ``config``: the check's other
+        keyword arguments."""
+        label_data = None
+        if label_steps > 0:
+            dataset = self.datamodule_.dataset(split)
+            wanted = range(num_images, min(num_images + label_images, len(dataset)))
+            if len(wanted) < 2:
+                raise CamlabError(
+                    f"sanity.label_steps={label_steps}: the {split} split has {len(dataset)} "
+                    f"images, none left after the {num_images} compared ones to fine-tune on "
+                    "with permuted labels. Lower sanity.num_images or set sanity.label_steps=0."
+                )
+            collate = type(self.datamodule_).collate_fn or default_collate
+            batch = collate([dataset[i] for i in wanted])
+            label_data = (batch["image"], batch["label"])
+        methods = [m for m in self.methods if m not in self.baselines]
+        self.sanity = SanityCheck(
+            self.classifier, methods, num_images=num_images, label_data=label_data,
+            label_steps=label_steps, **config,
+        )  # fmt: skip
+        self.sanity_split = split
+
+    def _scores_sanity(self) -> bool:
+        return self.sanity is not None and self.split == self.sanity_split
+
     def on_test_epoch_end(self) -> None:
         # compute() all-reduces metric states; every rank must get here (no rank-0-only code).
         classification = {
@@ -233,6 +273,9 @@ class CamEvaluation(pl.LightningModule):
             if self._scores_faithfulness():
                 out["faithfulness"] = self.faithfulness[self.methods.index(method)].compute()
             results[method] = out
+        if self._scores_sanity():
+            for method, sanity in self.sanity.compute().items():
+                results[method]["sanity"] = sanity
         self.results = {"classification": classification, "methods": results}
         self.rows = gather_rows(self.rows)
 

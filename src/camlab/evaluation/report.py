@@ -30,6 +30,8 @@ def method_metrics(out: dict[str, Any], deltas: Sequence[int]) -> dict[str, Any]
         metrics["pxap"] = float(out["pxap"]["pxap"])
     # Average Drop / Increase (%), deletion / insertion AUC, ROAD (+ its curves), pointing game
     metrics.update(out.get("faithfulness", {}))
+    if "sanity" in out:  # per layer similarities (camlab.evaluation.sanity), kept nested
+        metrics["sanity"] = out["sanity"]
     return metrics
 
 
@@ -132,3 +134,58 @@ def format_table(metrics: dict[str, dict[str, float]], columns: Sequence[str]) -
         cells = [f"{values[c]:.2f}" if c in values else "" for c in present]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_sanity(path: Path, method: str, sanity: dict[str, Any]) -> None:
+    """Similarity to the trained model's maps against the randomised depth (top down), one
+    line per measure; cascading solid, independent dashed; permuted labels as dotted levels."""
+    layers = sanity["layers"]
+    depth = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(layers) + 3), 4.5))
+    colors = {}
+    for mode, style in (("cascading", "-o"), ("independent", "--s")):
+        for measure, values in sanity.get(mode, {}).items():
+            color = colors.get(measure)
+            (line,) = ax.plot(depth, values, style, color=color, ms=4, label=f"{measure}, {mode}")
+            colors[measure] = line.get_color()
+    for measure, color in colors.items():
+        if measure in sanity.get("labels", {}):
+            ax.axhline(sanity["labels"][measure], color=color, ls=":", lw=1,
+                       label=f"{measure}, permuted labels")  # fmt: skip
+    ticks = [name.split("backbone.")[-1].removeprefix("net.") for name in layers]
+    ax.set_xticks(depth, ticks, rotation=45, ha="right")
+    ax.set(xlabel="randomised down to (top layer first)", ylabel="similarity to trained maps")
+    ax.set_ylim(min(-0.2, ax.get_ylim()[0]), 1.05)
+    ax.axhline(0, color="k", lw=0.5)
+    verdict = ""
+    if "passes" in sanity:
+        measure = sanity["pass_measure"]
+        full = sanity["full_randomization"][measure]
+        verdict = f": {'passes' if sanity['passes'] else 'FAILS'} ({measure} {full:.2f})"
+    ax.set_title(f"{method} sanity check, {sanity['num_images']} images{verdict}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_sanity_table(metrics: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table of the sanity checks: per method, each similarity with every layer
+    randomised (and with permuted labels), and whether the method passes."""
+    lines = []
+    for method, values in metrics.items():
+        sanity = values.get("sanity")
+        if sanity is None or "full_randomization" not in sanity:
+            continue
+        full, labels = sanity["full_randomization"], sanity.get("labels", {})
+        cells = [f"{full[m]:.2f}" for m in full]
+        cells += [f"{labels[m]:.2f}" if m in labels else "" for m in full]
+        cells.append("yes" if sanity["passes"] else "no")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        names = list(full)
+    if not lines:
+        return ""
+    head = [f"{m} (all random)" for m in names] + [f"{m} (labels)" for m in names] + ["passes"]
+    return "\n".join(["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+                     + lines)  # fmt: skip
