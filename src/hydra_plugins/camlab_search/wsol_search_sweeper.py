@@ -55,7 +55,8 @@ class WSOLSearchSweeper(Sweeper):
 
     def launch(self, jobs: list[list[str]], first: int) -> list:
         """Runs trial jobs (numbered from ``first``) through the configured Hydra launcher."""
-        self.validate_batch_is_legal(jobs)
+        if len(jobs) > 1:  # a parallel batch: compose them all before any is queued
+            self.validate_batch_is_legal(jobs)
         return list(self.launcher.launch(jobs, initial_job_idx=first))
 
     @property
