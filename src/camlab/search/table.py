@@ -255,7 +255,7 @@ def plot(table: Table, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n = len(table.columns)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.45 * len(table.rows) + 1.6),
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 0.45 * len(table.rows) + 1.6),
                              squeeze=False, sharey=True)  # fmt: skip
     ys = list(range(len(table.rows)))[::-1]
     for ax, column in zip(axes[0], table.columns, strict=True):
@@ -269,7 +269,7 @@ def plot(table: Table, path: Path) -> None:
             ax.scatter([p for _, p in pub], [y for y, _ in pub], marker="x", color="black",
                        zorder=3, label="published")  # fmt: skip
         ax.set_yticks(ys, [LABELS[r] for r in table.rows])
-        ax.set_title(table.header(column), fontsize=9)
+        ax.set_title(table.header(column).replace(", ", "\n"), fontsize=9)
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
     axes[0][-1].legend(loc="lower right", fontsize=8)
