@@ -21,6 +21,7 @@ from camlab.evaluation.baselines import build_baselines, check_method
 from camlab.evaluation.examples import example_grid, pick_examples
 from camlab.evaluation.fullsup import fullsup_trainer_settings
 from camlab.evaluation.module import CamEvaluation
+from camlab.evaluation.tensorboard import log_evaluation
 from camlab.instantiate import build
 from camlab.protocol import CAM_CURVE_INTERVAL
 
@@ -278,6 +279,7 @@ def evaluate(cfg: DictConfig) -> dict:
         if "sanity" in out:
             report.plot_sanity(out_dir / f"sanity_{method}.png", method, out["sanity"])
 
+    log_evaluation(out_dir, cfg.split, summary)  # beside the training runs in TensorBoard
     table = report.format_table(metrics, TABLE)
     cls = ", ".join(f"{k} {v:.2f}" for k, v in results["classification"].items())
     table = f"\n{table}" if any(c in m for m in metrics.values() for c in TABLE) else ""

@@ -56,6 +56,28 @@ def test_report_files_and_reference_numbers(trained, tmp_path):
             assert image is not None and image.shape[0] > 60, name
     assert set(out["classification"]) == {"top1_cls"}  # 4 classes: no top-5 (k > classes)
 
+    # The same numbers and figures in TensorBoard, in the evaluation's own folder.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    scalars = {t: events.Scalars(t)[-1].value for t in events.Tags()["scalars"]}
+    assert scalars["eval_test/classification/top1_cls"] == pytest.approx(
+        out["classification"]["top1_cls"]
+    )
+    for method in ("cam", "gradcam"):
+        m = out["methods"][method]
+        for key in ("max_box_acc_v2", "max_box_acc", "pxap", "max_box_acc_v2@50"):
+            assert scalars[f"eval_test/{method}/{key}"] == pytest.approx(m[key], rel=1e-6)
+        calibrated = m["calibrated_on_val"]["box_acc_v2"]
+        assert scalars[f"eval_test/{method}/calibrated_on_val/box_acc_v2"] == pytest.approx(
+            calibrated
+        )
+        for name in ("box_acc", "pxap", "examples"):
+            logged = events.Images(f"eval_test/{name}_{method}")[-1]
+            image = cv2.imread(str(tmp_path / f"{name}_{method}.png"))
+            assert (logged.height, logged.width) == image.shape[:2], name
+
     with open(tmp_path / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 24
