@@ -28,8 +28,8 @@ def log_evaluation(out_dir: Path, split: str, summary: Mapping[str, Any]) -> Pat
     """Writes ``summary``'s classification and per-method metrics as scalars and every PNG the
     evaluation wrote into ``out_dir`` (threshold curves, examples, PR curves, sanity plots) as
     images, under the tag prefix ``eval_<split>``; returns the event folder."""
+    import cv2  # torchvision's image decoding is deprecated (0.29)
     from torch.utils.tensorboard import SummaryWriter
-    from torchvision.io import ImageReadMode, read_image
 
     logdir = out_dir / "tensorboard"
     prefix = f"eval_{split}"
@@ -39,6 +39,8 @@ def log_evaluation(out_dir: Path, split: str, summary: Mapping[str, Any]) -> Pat
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, global_step=0)
         for png in sorted(out_dir.glob("*.png")):
-            image = read_image(str(png), ImageReadMode.RGB)
-            writer.add_image(f"{prefix}/{png.stem}", image, global_step=0, dataformats="CHW")
+            image = cv2.imread(str(png), cv2.IMREAD_COLOR)  # BGR [H, W, 3] uint8
+            if image is not None:
+                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                writer.add_image(f"{prefix}/{png.stem}", rgb, global_step=0, dataformats="HWC")
     return logdir
