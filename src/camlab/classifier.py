@@ -16,10 +16,9 @@ from camlab.errors import CamlabError
 from camlab.evalmode import eval_mode
 from camlab.methods import build_method
 from camlab.methods.reference import reference_param_groups
-from camlab.models.backbones import build_gapnet, check_input_size
+from camlab.models.backbones import check_input_size
 from camlab.models.hparams import check_model_args, checkpoint_hparams
-from camlab.models.reference import build_reference_net
-from camlab.models.timm_backbones import build_timm_gapnet
+from camlab.models.network import build_network
 
 
 class PercentAccuracy(MulticlassAccuracy):
@@ -97,16 +96,10 @@ class GAPClassifier(pl.LightningModule):
         # Plain values only: optimizer/scheduler partials stay out of the checkpoint.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         fetch = pretrained and not init_from_checkpoint
-        if arch == "reference":
-            # The reference's ImageNet recipe keeps ResNet50's pretrained fc (its 1,000 classes).
-            dataset = "ILSVRC" if num_classes == 1000 else "CUB"
-            self.net = build_reference_net(
-                backbone, method, num_classes, large_feature_map, fetch, dataset
-            )
-        elif arch == "timm":
-            self.net = build_timm_gapnet(backbone, num_classes, in_channels, fetch, image_size)
-        else:
-            self.net = build_gapnet(backbone, num_classes, in_channels, fetch, hires_cam)
+        self.net = build_network(
+            arch, backbone, num_classes, in_channels, fetch, hires_cam, large_feature_map,
+            image_size, method,
+        )  # fmt: skip
         # Methods place layers by torchvision backbone name: a timm name must not match one.
         where = f"timm:{backbone}" if arch == "timm" else backbone
         # Rebuilt from plain values when a checkpoint is loaded (its layers are in the state dict).

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,17 +202,24 @@ def plot(summary: Summary, path: Path) -> None:
     plt.close(fig)
 
 
+def write_files(
+    out_dir: Path, stem: str, markdown: str, rows: list[list], plot_to: Callable[[Path], None]
+) -> dict[str, Path]:
+    """Writes ``<stem>.md``, ``<stem>.csv`` (``rows``, the header first) and ``<stem>.png``
+    (``plot_to(path)``) into ``out_dir``; returns their paths by extension."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("md", "csv", "png")}
+    paths["md"].write_text(markdown)
+    with open(paths["csv"], "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    plot_to(paths["png"])
+    return paths
+
+
 def write(summary: Summary, out_dir: Path) -> dict[str, Path]:
     """Writes summary.md, summary.csv and summary.png into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out_dir / f"summary.{ext}" for ext in ("md", "csv", "png")}
-    paths["md"].write_text(summary.markdown())
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(summary.header)
-        writer.writerows(summary.rows())
-    plot(summary, paths["png"])
-    return paths
+    rows = [summary.header, *summary.rows()]
+    return write_files(out_dir, "summary", summary.markdown(), rows, lambda p: plot(summary, p))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,9 +22,7 @@ from torch.utils.data import DataLoader
 
 from camlab.data.base import LocalizationDataModule
 from camlab.errors import CamlabError
-from camlab.models.backbones import build_gapnet
-from camlab.models.reference import build_reference_net
-from camlab.models.timm_backbones import build_timm_gapnet
+from camlab.models.network import build_network
 
 log = logging.getLogger(__name__)
 INITS = ("auto", "checkpoint", "imagenet", "scratch")
@@ -81,15 +79,11 @@ def build_fullsup(classifier: nn.Module, init: str) -> FullSupSaliency:
     if init == "checkpoint":
         return FullSupSaliency(copy.deepcopy(net.features), net.classifier.in_features)
     hp = classifier.hparams
-    arch = hp.get("arch", "torchvision")
-    if arch == "reference":  # the reference's CAM network and map size
-        fresh = build_reference_net(hp.backbone, "cam", 1, hp.large_feature_map,
-                                    init == "imagenet")  # fmt: skip
-    elif arch == "timm":
-        fresh = build_timm_gapnet(hp.backbone, 1, hp.in_channels, init == "imagenet",
-                                  hp.image_size)  # fmt: skip
-    else:
-        fresh = build_gapnet(hp.backbone, 1, hp.in_channels, init == "imagenet", hp.hires_cam)
+    # The classifier's own network family and map size (reference, timm or torchvision).
+    fresh = build_network(
+        hp.get("arch", "torchvision"), hp.backbone, 1, hp.in_channels, init == "imagenet",
+        hp.hires_cam, hp.get("large_feature_map", False), hp.get("image_size"),
+    )  # fmt: skip
     return FullSupSaliency(fresh.features, fresh.classifier.in_features)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import datetime, timezone
@@ -143,13 +144,11 @@ def run_search(sweeper, config: DictConfig, arguments: list[str]) -> dict:
             f"No trial of {sweeper.study_name} finished ({record['failed']} failed); see the "
             f"errors in {sweep_dir / RECORD} and each trial's train.log."
         )
-    selected = {"trial": chosen.number, "val": chosen.value, **trial_record(chosen)}
+    selected = trial_record(chosen)
     if sweeper.test is not None:
         ckpt = selected_checkpoint(selected["dir"])
         test_dir = sweep_dir / f"test_trial_{chosen.number}"
         if (test_dir / "metrics.json").is_file():  # evaluated by an earlier invocation
-            import json
-
             summary = json.loads((test_dir / "metrics.json").read_text())
         else:
             summary = evaluate_on_test(ckpt, test_dir, sweeper.test)

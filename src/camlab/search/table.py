@@ -10,7 +10,6 @@ writes ``wsol_table.md``, ``wsol_table.csv`` and ``wsol_table.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 from camlab.errors import CamlabError
 from camlab.search.protocol import RECORD
 from camlab.search.published import COLUMNS, published
+from camlab.summarize import write_files
 
 METHODS = ("cam", "has", "acol", "spg", "adl", "cutmix")
 BASELINE_ROWS = ("fullsup", "center")
@@ -201,8 +201,8 @@ def _is_float(value) -> bool:
     try:
         float(value)
     except (TypeError, ValueError):
-        return False
-    return str(value).lower() not in ("true", "false")
+        return False  # choices (true, false) stay as written
+    return True
 
 
 def _fmt(value: float | None) -> str:
@@ -279,13 +279,9 @@ def plot(table: Table, path: Path) -> None:
 
 
 def write(table: Table, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out_dir / f"wsol_table.{ext}" for ext in ("md", "csv", "png")}
-    paths["md"].write_text(table.markdown())
-    with open(paths["csv"], "w", newline="") as f:
-        csv.writer(f).writerows(table.csv_rows())
-    plot(table, paths["png"])
-    return paths
+    """Writes wsol_table.md, wsol_table.csv and wsol_table.png into ``out_dir``."""
+    return write_files(out_dir, "wsol_table", table.markdown(), table.csv_rows(),
+                       lambda p: plot(table, p))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
