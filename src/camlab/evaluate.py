@@ -139,7 +139,8 @@ def load_classifier(ckpt_path: str, checkpoint: dict, datamodule) -> GAPClassifi
 
 
 def scorable_metrics(datamodule, split: str, requested) -> set[str]:
-    """``requested`` (``boxes``, ``pxap``, ``faithfulness``, ``sanity``), or, when None, the box
+    """``requested`` (``boxes``, ``pxap``, ``faithfulness``, ``sanity``, ``quantus``), or, when
+    None, the box
     metrics and PxAP the split has labels for (faithfulness and sanity are opt-in: many more
     forward passes)."""
     has = {
@@ -147,15 +148,17 @@ def scorable_metrics(datamodule, split: str, requested) -> set[str]:
         "pxap": datamodule.has_masks(split),
         "faithfulness": True,  # class labels suffice (the pointing game uses boxes or masks)
         "sanity": True,  # class labels suffice
+        "quantus": True,  # class labels suffice (localisation uses masks or boxes)
     }
-    opt_in = {"faithfulness", "sanity"}  # many more forward passes
+    opt_in = {"faithfulness", "sanity", "quantus"}  # many more forward passes
     default = {name for name, present in has.items() if present and name not in opt_in}
     wanted = default if requested is None else set(requested)
     if not wanted or not wanted <= set(has):
         raise CamlabError(
             f"metrics={None if requested is None else list(requested)}: nothing to score. Valid "
             "entries: boxes (MaxBoxAcc, Loc), pxap (needs masks), faithfulness (Average Drop, "
-            "deletion / insertion, ROAD, pointing game), sanity (randomisation sanity checks); "
+            "deletion / insertion, ROAD, pointing game), sanity (randomisation sanity checks), "
+            "quantus (the Quantus-parity metrics); "
             f"the {split} split has "
             f"{', '.join(n for n, p in has.items() if p) or 'neither boxes nor masks'}."
         )
@@ -216,6 +219,8 @@ def evaluate(cfg: DictConfig) -> dict:
         evaluation.enable_faithfulness(cfg.split, **cfg.faithfulness)
     if "sanity" in wanted:  # randomised copies of the classifier: it stays as it is
         evaluation.enable_sanity(cfg.split, **OmegaConf.to_container(cfg.sanity, resolve=True))
+    if "quantus" in wanted:
+        evaluation.enable_quantus(cfg.split, **OmegaConf.to_container(cfg.quantus, resolve=True))
     if cfg.calibrate_on:
         if "boxes" not in wanted:
             raise CamlabError("calibrate_on picks box thresholds: it needs metrics with boxes.")
@@ -286,6 +291,8 @@ def evaluate(cfg: DictConfig) -> dict:
     print(f"\n{cfg.split} split, {len(rows)} images; classification: {cls}{table}\n")
     if sanity_table := report.format_sanity_table(metrics):
         print(f"Sanity checks (similarity to the trained model's maps):\n{sanity_table}\n")
+    if quantus_table := report.format_quantus_table(metrics):
+        print(f"Quantus-parity metrics (mean per image):\n{quantus_table}\n")
     log.info("Evaluation written to %s", out_dir)
     return summary
 

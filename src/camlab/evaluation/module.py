@@ -26,6 +26,7 @@ from camlab.metrics import (
     cam_thresholds,
     max_iou_curve,
 )
+from camlab.metrics.explanation import ExplanationMetrics
 from camlab.metrics.wsol import WSOLMetrics
 from camlab.protocol import cams_to_scoremaps, gt_box_list
 
@@ -99,6 +100,11 @@ class CamEvaluation(pl.LightningModule):
         # Opt-in sanity checks (enable_sanity), of the CAM methods, on one split.
         self.sanity: SanityCheck | None = None
         self.sanity_split: str | None = None
+        # Opt-in Quantus-parity metrics (enable_quantus), one per method, on one split.
+        self.quantus: nn.ModuleList | None = None
+        self.quantus_split: str | None = None
+        self.quantus_images = 0
+        self.quantus_gt: str | None = None
 
     def test_dataloader(self) -> DataLoader:
         dataset = self.datamodule_.dataset(self.split)
@@ -182,6 +188,8 @@ class CamEvaluation(pl.LightningModule):
             metrics.update(maps, logits, labels, boxes=gt, masks=batch.get("mask"))
             if self._scores_faithfulness():
                 self._update_faithfulness(method, batch, maps, logits)
+            if self._scores_quantus():
+                self._update_quantus(method, batch, maps)
             if not self.boxes:
                 continue
             for row, scoremap, boxes in zip(rows, maps.numpy(), gt, strict=True):
@@ -262,6 +270,57 @@ class CamEvaluation(pl.LightningModule):
     def _scores_sanity(self) -> bool:
         return self.sanity is not None and self.split == self.sanity_split
 
+    def enable_quantus(
+        self, split: str, num_images: int = 32, metrics: Sequence[str] | None = None,
+        options: dict[str, dict[str, Any]] | None = None, seed: int = 0,
+    ) -> None:  # fmt: skip
+        """Adds the Quantus-parity metrics (``camlab.metrics.explanation``) of every method on
+        ``split``'s first ``num_images`` images. The localisation metrics score against the
+        split's masks, else its boxes filled, else are left out."""
+        data = self.datamodule_
+        self.quantus_gt = (
+            "masks" if data.has_masks(split) else "boxes" if data.has_boxes(split) else None
+        )
+        self.quantus = nn.ModuleList(
+            ExplanationMetrics(metrics, options, masks=self.quantus_gt is not None, seed=seed)
+            for _ in self.methods
+        )
+        self.quantus_split, self.quantus_images = split, num_images
+
+    def _scores_quantus(self) -> bool:
+        return self.quantus is not None and self.split == self.quantus_split
+
+    def _update_quantus(self, method: str, batch, maps: Tensor) -> None:
+        index = batch["index"]
+        keep = (index < self.quantus_images).to(maps.device)
+        if not bool(keep.any()):
+            return
+        images, labels = batch["image"][keep], batch["label"][keep]
+        size = tuple(images.shape[-2:])
+        masks = None
+        if self.quantus_gt == "masks":
+            masks = batch["mask"][keep].to(images.device).reshape(len(images), *size) > 0.5
+        elif self.quantus_gt == "boxes":
+            boxes = gt_box_list(batch["box"])
+            masks = box_masks([boxes[i] for i in keep.nonzero()[:, 0].tolist()], size)
+
+        def explain(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+            # The method on `model` (the classifier, or MPRT's randomised copy), scored as
+            # the evaluation scores it: [0, 1] maps at the images' size.
+            if method in self.baselines:
+                raw = self.baselines[method](x, targets)
+            elif model is self.classifier:
+                raw = self._method_maps(method, x, targets, None)
+            else:
+                raw = compute_cam(model, x, method, targets=targets)
+            return cams_to_scoremaps(raw, size).to(torch.float32)
+
+        metric = self.quantus[self.methods.index(method)]
+        metric.update(
+            self.classifier, images, maps[keep].to(torch.float32), labels, masks=masks,
+            explain=explain, offset=int(index[keep].min()),
+        )  # fmt: skip
+
     def on_test_epoch_end(self) -> None:
         # compute() all-reduces metric states; every rank must get here (no rank-0-only code).
         classification = {
@@ -272,12 +331,24 @@ class CamEvaluation(pl.LightningModule):
             out = metrics.compute()
             if self._scores_faithfulness():
                 out["faithfulness"] = self.faithfulness[self.methods.index(method)].compute()
+            if self._scores_quantus():
+                out["quantus"] = self.quantus[self.methods.index(method)].compute()
             results[method] = out
         if self._scores_sanity():
             for method, sanity in self.sanity.compute().items():
                 results[method]["sanity"] = sanity
         self.results = {"classification": classification, "methods": results}
         self.rows = gather_rows(self.rows)
+
+
+def box_masks(boxes: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
+    """``[N, H, W]`` bool: the union of each image's boxes ``[K, 4]`` (x0, y0, x1, y1, inclusive
+    ends as the boxes are drawn and scored)."""
+    masks = torch.zeros(len(boxes), *size, dtype=torch.bool)
+    for mask, image_boxes in zip(masks, boxes, strict=True):
+        for x0, y0, x1, y1 in image_boxes.long().tolist():
+            mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+    return masks
 
 
 def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ def method_metrics(out: dict[str, Any], deltas: Sequence[int]) -> dict[str, Any]
     metrics.update(out.get("faithfulness", {}))
     if "sanity" in out:  # per layer similarities (camlab.evaluation.sanity), kept nested
         metrics["sanity"] = out["sanity"]
+    if "quantus" in out:  # camlab.metrics.explanation, kept nested
+        metrics["quantus"] = out["quantus"]
     return metrics
 
 
@@ -189,3 +191,16 @@ def format_sanity_table(metrics: dict[str, dict[str, Any]]) -> str:
     head = [f"{m} (all random)" for m in names] + [f"{m} (labels)" for m in names] + ["passes"]
     return "\n".join(["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
                      + lines)  # fmt: skip
+
+
+def format_quantus_table(metrics: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table of the Quantus-parity metrics: a row per metric, a column per method."""
+    methods = [m for m, values in metrics.items() if "quantus" in values]
+    if not methods:
+        return ""
+    names = list(dict.fromkeys(n for m in methods for n in metrics[m]["quantus"]))
+    lines = ["| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for name in names:
+        cells = [metrics[m]["quantus"].get(name, float("nan")) for m in methods]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.4g}" for c in cells) + " |")
+    return "\n".join(lines)

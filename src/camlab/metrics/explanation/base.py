@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# explain(images [N, C, H, W], targets [N]) -> maps [N, H, W]: the method under test, re-run
-# on perturbed inputs (robustness) or randomised models (randomisation).
-Explain = Callable[[Tensor, Tensor], Tensor]
+# explain(model, images [N, C, H, W], targets [N]) -> maps [N, H, W]: the method under test,
+# re-run on perturbed inputs (robustness) or on a randomised copy of the model (randomisation).
+Explain = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 def quantus_preprocess(maps: Tensor, normalise: bool, absolute: bool) -> Tensor:
