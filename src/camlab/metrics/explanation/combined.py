@@ -102,7 +102,7 @@ class ExplanationMetrics(Metric):
             maps: ``[N, H, W]`` the method's maps of ``labels``.
             labels: ``[N]``.
             masks: ``[N, H, W]`` bool ground truth (localisation metrics).
-            explain: the method, ``(images, targets) -> [N, H, W]`` maps (robustness and
+            explain: the method, ``(model, images, targets) -> [N, H, W]`` maps (robustness and
                 randomisation re-run it).
             offset: the batch's position (e.g. its first image's index), added to ``seed``.
         """
