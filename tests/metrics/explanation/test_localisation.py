@@ -107,7 +107,7 @@ def test_ties_straddle_the_cutoff():
 
 def test_top_k_default_k_too_large_like_quantus():
     model, images, labels, maps, masks = digits_case()
-    with pytest.raises(ValueError, match="smaller than input size"):
+    with pytest.raises(ValueError, match=r"k=1000 must be smaller than the images' 784 pixels"):
         top_k_intersection(model, images, maps, labels, masks=masks)
     with pytest.raises(ValueError, match="smaller than input size"):
         run_quantus("TopKIntersection", {}, model, images, labels, maps.clone(), masks)

@@ -153,7 +153,11 @@ def top_k_intersection(
     a, s = _prepare(maps, masks, normalise, absolute)
     pixels = int(np.prod(images.shape[2:]))
     if k >= pixels:
-        raise ValueError(f"'k' must be smaller than input size. [{k} >= {pixels}]")
+        raise ValueError(
+            f"top_k_intersection: k={k} must be smaller than the images' {pixels} pixels (Quantus's "
+            "default 1000 is for 224-px images); set a smaller k, e.g. "
+            "quantus.options={top_k_intersection: {k: 100}} in evaluate.py"
+        )
     order = _descending_order(a)[:, :k]
     hits = s.gather(-1, order).sum(-1).to(torch.float64)
     # Tensor / tensor: torch divides by a Python number as times its reciprocal (an ulp off).
