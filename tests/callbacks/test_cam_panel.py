@@ -15,7 +15,19 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from camlab.callbacks import CAMPanel, ValLocalization
 from camlab.callbacks.panel_images import select_indices
-from camlab.callbacks.panel_layout import CARD_WIDTH, PADDING, SEPARATOR, plan_grid, text_strip
+from camlab.callbacks.panel_layout import (
+    CARD_HEIGHT,
+    CARD_WIDTH,
+    MIN_TILE,
+    PADDING,
+    SEPARATOR,
+    card_tags,
+    plan_cards,
+    plan_grid,
+    resize,
+    scale_boxes,
+    text_strip,
+)
 from camlab.cam import compute_cam
 from camlab.cam.overlay import denormalize
 from camlab.data import ShapesDataModule
@@ -26,14 +38,32 @@ from camlab.metrics import MaxBoxAcc, cams_to_scoremaps
 GREEN = np.array([0, 255, 0], np.uint8)
 CAPTION_H = text_strip(8, ["a", "b"]).shape[1]
 HEADER_H = text_strip(8, ["a"]).shape[1]
-UNIT_W = 2 * 64 + SEPARATOR  # side-by-side tile of a 64 px image
-COLS = 2  # two side-by-side tiles fit the 350 px card
+# The default panel of 16 side-by-side tiles of 64 px images, on cards of at most 350 x 215 px
+# (TensorBoard's IMAGES card width, the image height of a TIME SERIES card): 3 cards of 6 tiles
+# (3 a row, 2 rows), the images scaled to 56 px, each card padded to 350 x 215 px. Written out,
+# not derived from plan_cards.
+TILE, PER_CARD, COLS = 56, 6, 3
+UNIT_W = 2 * TILE + SEPARATOR  # side-by-side tile
+GRID_W = COLS * UNIT_W + (COLS + 1) * PADDING
+GRID_H = HEADER_H + 2 * (TILE + CAPTION_H) + 3 * PADDING
+SCALE = plan_cards(16, 2 * 64 + SEPARATOR, 64, CAPTION_H, HEADER_H)[2]  # the boxes' scale
 
 
-def tile_origin(k: int, cols: int = COLS, unit_w: int = UNIT_W) -> tuple[int, int]:
-    """Top-left pixel (row, column) of tile ``k`` of a default panel of 64 px images."""
-    top = HEADER_H + PADDING + (k // cols) * (64 + CAPTION_H + PADDING)
-    return top, PADDING + (k % cols) * (unit_w + PADDING)
+def card_tags_of(method: str) -> list[str]:
+    """The default panel's card tags of ``method``, in tile order."""
+    return [f"cam/{method}/{tiles}" for tiles in ("01-06", "07-12", "13-16")]
+
+
+def tile_origin(k: int) -> tuple[int, int, int]:
+    """Card index and top-left pixel (row, column) of tile ``k`` of the default panel."""
+    card, j = divmod(k, PER_CARD)
+    top = HEADER_H + PADDING + (j // COLS) * (TILE + CAPTION_H + PADDING)
+    return card, top, PADDING + (j % COLS) * (UNIT_W + PADDING)
+
+
+def stacked(panels: dict, method: str) -> np.ndarray:
+    """A rendered default panel's cards of ``method``, one under the other, ``[H, W, 3]``."""
+    return np.concatenate([panels[t].permute(1, 2, 0).numpy() for t in card_tags_of(method)])
 
 
 def red_text(region: np.ndarray) -> bool:
@@ -46,55 +76,67 @@ def test_panels_share_the_step_axis_of_the_scalars(fitted):
     the validation scalars (not the epoch number)."""
     root, _, _ = fitted
     events = read_events(root / "tb" / "run")
-    assert sorted(events.Tags()["images"]) == sorted(f"cam/{m}" for m in METHODS)
+    tags = [t for m in METHODS for t in card_tags_of(m)]
+    assert sorted(events.Tags()["images"]) == sorted(tags)
     scalar_steps = [e.step for e in events.Scalars("val/acc")]
     assert scalar_steps == [3, 7]  # 4 batches per epoch
     assert [e.step for e in events.Scalars("val/max_box_acc_v2")] == scalar_steps
-    width = COLS * UNIT_W + (COLS + 1) * PADDING
-    height = HEADER_H + 8 * (64 + CAPTION_H) + 9 * PADDING
-    assert width <= CARD_WIDTH
-    for method in METHODS:
-        images = events.Images(f"cam/{method}")
+    # Every card is 350 x 215 px, as TensorBoard scales it (the IMAGES card's width, a TIME
+    # SERIES card's image height), so both show it 1:1: read where TensorBoard opens, no click.
+    assert (GRID_W, GRID_H) == (350, 204) and (CARD_WIDTH, CARD_HEIGHT) == (350, 215)
+    assert max(CARD_WIDTH, CARD_HEIGHT) <= 1000 and 1.5 < CARD_WIDTH / CARD_HEIGHT < 2
+    for tag in tags:
+        images = events.Images(tag)
         assert [e.step for e in images] == [0, *scalar_steps]
-        assert {(e.width, e.height) for e in images} == {(width, height)}
+        assert {(e.width, e.height) for e in images} == {(CARD_WIDTH, CARD_HEIGHT)}
         pixels = [decode(e) for e in images]
         assert not np.array_equal(pixels[0], pixels[-1])  # the CAMs changed with training
+        assert (pixels[-1][GRID_H:] == 0).all()  # the padding under the grid is black
+        assert (pixels[-1][GRID_H - PADDING - CAPTION_H : GRID_H - PADDING] > 0).any()
 
 
 def test_gt_boxes_identical_across_epochs_and_left_half_is_the_plain_image(fitted):
     root, _, model = fitted
     events = read_events(root / "tb" / "run")
-    logged = [decode(e) for m in METHODS for e in events.Images(f"cam/{m}")]
-    masks = [(p == GREEN).all(-1) for p in logged]
-    assert masks[0].sum() > 16 * 20  # a drawn box in every tile
-    for mask in masks[1:]:
-        assert np.array_equal(mask, masks[0])
+    # Per card: every method's image at every step.
+    logged = [
+        [decode(e) for m in METHODS for e in events.Images(card_tags_of(m)[card])]
+        for card in range(3)
+    ]
+    masks = [[(p == GREEN).all(-1) for p in images] for images in logged]
+    assert sum(card[0].sum() for card in masks) > 16 * 15  # a drawn box in every tile
+    for card in masks:
+        for mask in card[1:]:
+            assert np.array_equal(mask, card[0])
     dataset = make_data().dataset("val")
     indices = select_indices(lambda i: int(dataset[i]["label"]), len(dataset), 16, 4)
     plain = denormalize(
         torch.stack([dataset[i]["image"] for i in indices]), model.hparams.mean, model.hparams.std
-    ).permute(0, 2, 3, 1)
+    )
+    assert int(64 * SCALE) == TILE
+    small = resize(plain, (TILE, TILE)).permute(0, 2, 3, 1)
     for k, idx in enumerate(indices):
-        top, left = tile_origin(k)
-        # Left half: the image alone, pixel for pixel (the digit is never under the heatmap).
-        assert np.array_equal(logged[-1][top : top + 64, left : left + 64], plain[k].numpy())
+        card, top, left = tile_origin(k)
+        # Left half: the image alone, pixel for pixel at the tile size (never under the heatmap).
+        assert np.array_equal(logged[card][-1][top : top + TILE, left : left + TILE], small[k])
         # Right half: its GT box in green.
-        x0, y0, x1, y1 = dataset[idx]["box"][0].tolist()
-        right = left + 64 + SEPARATOR
-        tile = masks[0][top : top + 64, right : right + 64]
+        x0, y0, x1, y1 = scale_boxes(dataset[idx]["box"][:1], SCALE)[0].tolist()
+        right = left + TILE + SEPARATOR
+        tile = masks[card][0][top : top + TILE, right : right + TILE]
         assert tile[y0, x0] and tile[y1, x1]
 
 
 def test_wrong_predictions_have_red_captions(fitted):
     root, trainer, model = fitted
     panel = next(cb for cb in trainer.callbacks if isinstance(cb, CAMPanel))
-    logged = decode(read_events(root / "tb" / "run").Images("cam/cam")[-1])
+    events = read_events(root / "tb" / "run")
+    logged = [decode(events.Images(tag)[-1]) for tag in card_tags_of("cam")]
     pred = panel._probabilities(model, panel._batch["image"]).argmax(1)
     wrong = (pred != panel._batch["label"]).tolist()
     assert 0 < sum(wrong) < len(wrong)  # both kinds present (28% val accuracy)
     for k, is_wrong in enumerate(wrong):
-        top, left = tile_origin(k)
-        strip = logged[top + 64 : top + 64 + CAPTION_H, left : left + UNIT_W]
+        card, top, left = tile_origin(k)
+        strip = logged[card][top + TILE : top + TILE + CAPTION_H, left : left + UNIT_W]
         assert red_text(strip) == is_wrong, k
 
 
@@ -121,13 +163,16 @@ def test_each_method_boxes_at_its_own_threshold(fitted):
     # threshold: a panel with the threshold fixed there draws the same pixels (but the header).
     events = read_events(root / "tb" / "run")
     rendered = panel.render(model)
+    assert list(rendered) == [t for m in METHODS for t in card_tags_of(m)]
     for method in METHODS:
-        logged = decode(events.Images(f"cam/{method}")[-1])
-        assert np.array_equal(rendered[f"cam/{method}"].permute(1, 2, 0).numpy(), logged)
         fixed = CAMPanel(methods=(method,), box_threshold=expected[method])
         fixed._batch = panel._batch
-        image = fixed.render(model)[f"cam/{method}"].permute(1, 2, 0).numpy()
-        assert np.array_equal(image[HEADER_H:], logged[HEADER_H:]), method
+        at_fixed = fixed.render(model)
+        for tag in card_tags_of(method):
+            logged = decode(events.Images(tag)[-1])
+            assert np.array_equal(rendered[tag].permute(1, 2, 0).numpy(), logged)
+            image = at_fixed[tag].permute(1, 2, 0).numpy()
+            assert np.array_equal(image[HEADER_H:], logged[HEADER_H:]), tag
 
 
 def test_methods_whose_best_thresholds_differ_each_get_their_own(fitted):
@@ -161,8 +206,8 @@ def test_methods_whose_best_thresholds_differ_each_get_their_own(fitted):
     other = CAMPanel(methods=("cam",), box_threshold=expected["gradcam"])
     other._batch = panel._batch
     red = np.array([255, 0, 0], np.uint8)
-    at_other = other.render(shifted)["cam/cam"].permute(1, 2, 0).numpy()
-    own = rendered["cam/cam"].permute(1, 2, 0).numpy()
+    at_other = stacked(other.render(shifted), "cam")
+    own = stacked(rendered, "cam")
     assert not np.array_equal((at_other == red).all(-1), (own == red).all(-1))
 
 
@@ -234,6 +279,33 @@ def test_select_indices_stratified_and_deterministic():
     assert len(select_indices(lambda i: 0, 3, 16, 4)) == 3
 
 
+def test_plan_cards_fit_a_time_series_card():
+    """The default, 16 side-by-side 84 px digits: 3 cards of 3 x 2 tiles at 56 px, 350 x 204
+    px: the IMAGES card's width and under the 215 px of a TIME SERIES card's image, so both
+    show every card 1:1 (16 tiles on one card would show at a third of their size there)."""
+    side = 2 * 84 + SEPARATOR
+    per_card, cols, scale = plan_cards(16, side, 84, CAPTION_H, HEADER_H)
+    tile, rows = int(84 * scale), math.ceil(per_card / cols)
+    assert (per_card, cols, rows, tile) == (6, 3, 2, 56)
+    width = cols * (2 * tile + SEPARATOR) + (cols + 1) * PADDING
+    height = HEADER_H + rows * (tile + CAPTION_H) + (rows + 1) * PADDING
+    assert (width, height) == (350, 204) and (CARD_WIDTH, CARD_HEIGHT) == (350, 215)
+    assert card_tags("cam/cam", 16, per_card) == ["cam/cam/01-06", "cam/cam/07-12", "cam/cam/13-16"]
+    # Blended tiles: 2 cards of 4 x 2 at 61 px, evenly filled (8 + 8, not 12 + 4).
+    assert plan_cards(16, 84, 84, CAPTION_H, HEADER_H)[:2] == (8, 4)
+    assert int(84 * plan_cards(16, 84, 84, CAPTION_H, HEADER_H)[2]) == 61
+    # Few tiles: one card, tagged by the method alone.
+    assert plan_cards(4, side, 84, CAPTION_H, HEADER_H)[:2] == (4, 2)
+    assert card_tags("cam/cam", 4, 4) == ["cam/cam"]
+    assert card_tags("cam/x", 100, 30)[-1] == "cam/x/091-100"
+    # 224 px images: no smaller than MIN_TILE either, 6 a card.
+    per_card, cols, scale = plan_cards(16, 2 * 224 + SEPARATOR, 224, CAPTION_H, HEADER_H)
+    assert (per_card, cols) == (6, 3) and int(224 * scale) >= MIN_TILE
+    # No height limit, or fixed columns: one card (the IMAGES-tab-only layout, 2 x 8 at 1:1).
+    assert plan_cards(16, side, 84, CAPTION_H, HEADER_H, card_height=None) == (16, 2, 1.0)
+    assert plan_cards(16, side, 84, CAPTION_H, HEADER_H, ncols=4)[:2] == (16, 4)
+
+
 def test_plan_grid_fits_the_card():
     # 84 px digits: 4 x 4 blended tiles, or 2 side-by-side tiles a row, at full size.
     assert plan_grid(16, 84, 84, CAPTION_H) == (4, 1.0)
@@ -248,14 +320,17 @@ def test_plan_grid_fits_the_card():
 
 @pytest.mark.parametrize("style", ["overlay", "contour", "side_by_side"])
 def test_large_images_fit_a_default_card(style):
-    """224 px images in every style: the whole grid within TensorBoard's 350 x 1024 px."""
+    """224 px images in every style: each card within 350 x 215 px, the tiles on as few cards
+    as keeps them at least MIN_TILE px (8 blended tiles: one card; side by side: two)."""
     dm = ShapesDataModule(image_size=224, train_size=8, val_size=8, test_size=8, num_workers=0)
     model = make_model(dm)
     writer = _Writer()
     panel = CAMPanel(methods=("cam",), num_images=8, style=style, calibration_images=4)
     panel.on_train_start(_fake_trainer(dm, [SimpleNamespace(experiment=writer)]), model)
-    ((_, _, shape),) = writer.calls
-    assert shape[2] <= CARD_WIDTH and shape[1] <= 1024
+    expected = ["cam/cam/1-4", "cam/cam/5-8"] if style == "side_by_side" else ["cam/cam"]
+    assert [tag for tag, _, _ in writer.calls] == expected
+    for _, _, shape in writer.calls:
+        assert shape == (3, CARD_HEIGHT, CARD_WIDTH)
 
 
 def test_styles_keep_the_image_readable():
@@ -270,14 +345,19 @@ def test_styles_keep_the_image_readable():
     batch = panel._batch
     plain = denormalize(batch["image"], batch["mean"], batch["std"])
     top, left = HEADER_H + PADDING, PADDING
+    # 4 blended tiles: one row at 64 px; side by side: 2 x 2 at 61 px (the card's 215 px); all
+    # padded to the card with black.
+    assert {tuple(image.shape) for image in images.values()} == {(3, CARD_HEIGHT, CARD_WIDTH)}
+    assert (images["overlay"][:, :, 4 * 64 + 5 * PADDING :] == 0).all()
+    assert (images["side_by_side"][:, :, 2 * (2 * 61 + SEPARATOR) + 3 * PADDING :] == 0).all()
     contour = images["contour"][:, top : top + 64, left : left + 64]
     blended = images["overlay"][:, top : top + 64, left : left + 64]
     # Contours leave most pixels as they were; the blend changes nearly all of them.
     unchanged = (contour == plain[0]).all(0).float().mean()
     assert unchanged > 0.6 and (blended == plain[0]).all(0).float().mean() < 0.2
     assert not (contour == plain[0]).all()  # some iso-lines are drawn
-    side = images["side_by_side"][:, top : top + 64, left : left + 64]
-    assert torch.equal(side, plain[0])
+    side = images["side_by_side"][:, top : top + 61, left : left + 61]
+    assert torch.equal(side, resize(plain, (61, 61))[0])
 
 
 class _Writer:
@@ -340,8 +420,8 @@ def test_hooks_leave_training_untouched(target):
     assert [(t, s) for t, s, _ in writer.calls] == [
         (f"cam/{m}", step) for step in (0, 4) for m in ("cam", "gradcam", "gradcam++")
     ]
-    assert writer.calls[0][2][0] == 3 and writer.calls[0][2][2] == 3 * 64 + 4 * 2
-    assert writer.calls[0][2][1] > rows * 64
+    # 6 blended 64 px tiles: one card (3 x 2 at 61 px), padded to 350 x 215 px.
+    assert writer.calls[0][2] == (3, CARD_HEIGHT, CARD_WIDTH) and rows == 2
     assert {name: m.training for name, m in model.named_modules()} == modes
     for name, p in model.named_parameters():
         assert torch.equal(p.grad, grads[name]), name

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from camlab.callbacks.panel_images import MAX_SCAN, label_lookup, select_indices, stack_items
 from camlab.callbacks.panel_layout import (
-    CARD_MAX_HEIGHT,
+    CARD_HEIGHT,
     CARD_WIDTH,
     PADDING,
     RED,
@@ -23,7 +24,8 @@ from camlab.callbacks.panel_layout import (
     STYLES,
     WHITE,
     caption,
-    plan_grid,
+    card_tags,
+    plan_cards,
     resize,
     scale_boxes,
     text_strip,
@@ -43,9 +45,10 @@ CALIBRATION_BATCH = 64
 
 
 class CAMPanel(Callback):
-    """Logs a grid of CAMs of fixed validation images to TensorBoard.
+    """Logs grids of CAMs of fixed validation images to TensorBoard.
 
-    On global rank 0 only, logs one image per method under ``cam/<method>``: at the start of a
+    On global rank 0 only, logs the panel of each method under ``cam/<method>`` (one card), or
+    split into cards ``cam/<method>/<first>-<last>`` of consecutive tiles: at the start of a
     fresh fit (the untrained network) and after every ``every_n_epochs``-th validation epoch.
     Each image is logged at the step of the scalars Lightning logs at that moment (the
     ``val/*`` scalars of the same validation, 0 before training), so image cards and charts
@@ -68,8 +71,12 @@ class CAMPanel(Callback):
     ``cam_curve_interval`` the ``cam`` panel's threshold equals ``val/max_box_acc_threshold``.
     A number fixes the threshold for every method.
 
-    The grid is laid out for TensorBoard's 350 px image card (``card_width``): columns, and a
-    smaller tile size only if needed, chosen so the card shows it whole.
+    Each card is laid out to be read as TensorBoard shows it, without a click: at most
+    ``card_width`` (the IMAGES tab's 350 px card) by ``card_height`` pixels (the 215 px an image
+    gets in a TIME SERIES card, TensorBoard's landing page, at any window size). A card holds as
+    many tiles as fit with tiles of at least ``panel_layout.MIN_TILE`` pixels; the rest go on
+    more cards (16 side-by-side 84 px digits: 3 cards of 3 x 2 tiles). Each card is padded with
+    black to exactly that size, which both pages show 1:1.
 
     Images are chosen once per run, deterministically and stratified by class, from
     ``trainer.datamodule.dataset("val")``. The callback leaves training as it was: the model's
@@ -88,8 +95,11 @@ class CAMPanel(Callback):
         box_threshold: ``"val"`` or a CAM threshold in [0, 1) for the red box.
         calibration_images: validation images that calibrate ``"val"`` (``None``: all).
         cam_curve_interval: threshold grid step of that calibration.
-        card_width: grid width limit in pixels (``None``: tiles at full size, square grid).
-        nrow: tiles per grid row (default: chosen with ``card_width``).
+        card_width: card width limit in pixels (``None``: one card, tiles at full size, square
+            grid).
+        card_height: card height limit in pixels, header included (``None``: one card of all
+            tiles, at most 1024 px tall, the layout for the IMAGES tab alone).
+        nrow: tiles per grid row (one card; default: chosen with the limits).
         target_layer: layer every method explains (``None`` = the CAM layer); a shallower one,
             e.g. ``"net.features.backbone.layer1"`` with ``layercam``, gives sharper maps.
     """
@@ -107,6 +117,7 @@ class CAMPanel(Callback):
         calibration_images: int | None = 128,
         cam_curve_interval: float = CAM_CURVE_INTERVAL,
         card_width: int | None = CARD_WIDTH,
+        card_height: int | None = CARD_HEIGHT,
         nrow: int | None = None,
         target_layer: str | None = None,
     ) -> None:
@@ -145,6 +156,7 @@ class CAMPanel(Callback):
         cam_thresholds(cam_curve_interval)  # a bad step fails now, not after an epoch
         self.cam_curve_interval = cam_curve_interval
         self.card_width = card_width
+        self.card_height = card_height
         self.nrow = nrow
         self.target_layer = target_layer
         self.indices: list[int] | None = None
@@ -273,8 +285,8 @@ class CAMPanel(Callback):
         return self.calibrate(pl_module, method), f"best MaxBoxAcc, {n} val images"
 
     def render(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
-        """``{"cam/<method>": uint8 grid [3, H', W']}`` of the selected images (after loading);
-        sets ``self.thresholds``."""
+        """``{tag: uint8 card [3, H', W']}`` of the selected images (after loading), tags from
+        ``card_tags`` in tile order for each method; sets ``self.thresholds``."""
         assert self._batch is not None
         batch = self._batch
         images = batch["image"].to(pl_module.device)
@@ -296,9 +308,9 @@ class CAMPanel(Callback):
         header_h = text_strip(8, ["a"]).shape[1]
         halves = 2 if self.style == "side_by_side" else 1
         unit_w = halves * width + (halves - 1) * SEPARATOR
-        ncols, scale = plan_grid(
-            len(images), unit_w, height, caption_h, self.card_width, self.nrow,
-            CARD_MAX_HEIGHT - header_h,
+        per_card, ncols, scale = plan_cards(
+            len(images), unit_w, height, caption_h, header_h, self.card_width, self.card_height,
+            self.nrow,
         )  # fmt: skip
         size = (max(1, int(height * scale)), max(1, int(width * scale)))
         base = denormalize(images, batch["mean"], batch["std"]).cpu()
@@ -318,10 +330,23 @@ class CAMPanel(Callback):
                 picture = tile(base[k], shown[k], gt_box, pred_box, self.style, self.alpha,
                                self.colormap)  # fmt: skip
                 out.append(caption(picture, *captions[k]))
-            panel = grid(torch.stack(out), nrow=ncols, padding=PADDING)
-            head = text_strip(panel.shape[-1], [f"{method}: red box at {tau:.2f} ({how})"])
-            panels[f"cam/{method}"] = torch.cat([head, panel], dim=1)
+            tags = card_tags(f"cam/{method}", len(out), per_card)
+            for start, tag in zip(range(0, len(out), per_card), tags, strict=True):
+                card = grid(torch.stack(out[start : start + per_card]), nrow=ncols, padding=PADDING)
+                head = text_strip(card.shape[-1], [f"{method}: red box at {tau:.2f} ({how})"])
+                panels[tag] = self._fill_card(torch.cat([head, card], dim=1))
         return panels
+
+    def _fill_card(self, card: Tensor) -> Tensor:
+        """Pads a card with black to exactly ``card_width`` x ``card_height`` (when both limits
+        hold, without ``nrow``): TensorBoard scales every image to its card, the IMAGES tab to
+        350 px wide and TIME SERIES to 215 px high (pixelated), so a card of exactly that size
+        is shown 1:1 on both."""
+        if self.card_width is None or self.card_height is None or self.nrow is not None:
+            return card
+        right = max(0, self.card_width - card.shape[-1])
+        bottom = max(0, self.card_height - card.shape[-2])
+        return F.pad(card, (0, right, 0, bottom))
 
     @staticmethod
     def _probabilities(pl_module: pl.LightningModule, images: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
-"""How a CAM panel is drawn: tiles (image | CAM, boxes, contours), captions and a grid laid out
-for TensorBoard's image cards."""
+"""How a CAM panel is drawn: tiles (image | CAM, boxes, contours), captions and grids laid out
+for TensorBoard's image cards (several cards when the tiles do not fit one legibly)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,21 @@ from camlab.cam.overlay import colorize, draw_boxes, overlay
 STYLES = ("side_by_side", "overlay", "contour")
 PADDING = 2  # make_grid's, between tiles and around the grid
 SEPARATOR = 2  # black columns between the two halves of a side-by-side tile
-# TensorBoard 2.x IMAGES tab: every card is 350 px wide and shows the image at that width
-# (scaled), its container scrolls beyond 1024 px of height. A grid laid out for that card is
-# shown whole and close to 1:1 (pixelated scaling of a wider grid blurs the digits).
+# TensorBoard 2.x IMAGES tab (tf-image-loader in tensorboard/webfiles.zip, index.js): a card is
+# 350 px wide and its image `width: 100%` of it, pixelated: shown 1:1 only when 350 px wide.
 CARD_WIDTH = 350
+# TensorBoard 2.x TIME SERIES, its landing page (image_card_component, same file): cards are
+# `min-height: 320px` in a grid of `minmax(335px, 1fr)` columns, and an image card's image is
+# `height: 100%` (`max-width: 100%`, `object-fit: contain`, pixelated) of what the title and step
+# slider leave: 215 px at any window size (measured in Chromium). "Toggle actual image size"
+# widens the card but keeps that height (the image scrolls in it). So a card reads as it opens
+# only if its image is about 215 px high (1:1 at exactly 215): more tiles go on more cards.
+CARD_HEIGHT = 215
+# Tiles are shrunk to no less than this many pixels of image height to fit more of them on a card
+# (84 px digits at 56 px keep their strokes and CAM cells legible; captions are never scaled);
+# the rest go on more cards. At 56, three side-by-side tiles a row fill the 350 px exactly.
+MIN_TILE = 56
+# Grid height limit without CARD_HEIGHT (``card_height=None``): the IMAGES tab scrolls beyond it.
 CARD_MAX_HEIGHT = 1024
 CONTOUR_LEVELS = (0.2, 0.4, 0.6, 0.8)
 WHITE, RED = (255, 255, 255), (255, 64, 64)
@@ -63,7 +74,7 @@ def plan_grid(
     Args:
         n: tiles.
         unit_w, unit_h: one tile's image part at scale 1 (pixels).
-        extra_h: unscaled pixels per tile row (the caption) plus the header strip.
+        extra_h: unscaled pixels per tile row (the caption).
         card_width: grid width limit; ``None``: no limit (scale 1, square-ish).
         ncols: fixed column count (then only the width limit applies).
         max_height: grid height limit.
@@ -88,6 +99,65 @@ def plan_grid(
     ties = [c for c, s in scores.items() if s == best]
     small = [c for c in ties if c <= square]
     return (max(small) if small else min(ties)), best
+
+
+def plan_cards(
+    n: int,
+    unit_w: int,
+    unit_h: int,
+    extra_h: int,
+    header_h: int,
+    card_width: int | None = CARD_WIDTH,
+    card_height: int | None = CARD_HEIGHT,
+    ncols: int | None = None,
+) -> tuple[int, int, float]:
+    """Tiles per card, columns and tile scale of a panel of ``n`` tiles split into cards.
+
+    Each card is a header strip over a grid of at most ``card_width`` x ``card_height`` pixels
+    (:func:`plan_grid`). The most tiles a card can hold with tiles of at least ``MIN_TILE``
+    pixels of image height (or their full height, if smaller) go on one card; the panel takes
+    as few cards as that allows, filled evenly (the last one possibly with fewer tiles).
+
+    Args:
+        n: tiles.
+        unit_w, unit_h: one tile's image part at scale 1 (pixels).
+        extra_h: unscaled pixels per tile row (the caption).
+        header_h: the header strip's height, above each card's grid.
+        card_width: grid width limit; ``None``: no limit (one card, scale 1, square-ish).
+        card_height: card height limit, header included; ``None``: one card of all tiles, at
+            most ``CARD_MAX_HEIGHT`` tall.
+        ncols: fixed column count (one card, only the width limit applies).
+
+    Returns:
+        ``(per_card, ncols, scale)``.
+    """
+    if card_width is None or card_height is None or ncols is not None:
+        max_height = CARD_MAX_HEIGHT - header_h
+        return (n, *plan_grid(n, unit_w, unit_h, extra_h, card_width, ncols, max_height))
+    legible = min(unit_h, MIN_TILE)
+    for per_card in range(n, 0, -1):
+        cols, scale = plan_grid(per_card, unit_w, unit_h, extra_h, card_width, None,
+                                card_height - header_h)  # fmt: skip
+        if int(unit_h * scale) >= legible or per_card == 1:
+            break
+    # As many cards, evenly filled (16 tiles for 10 a card: 8 + 8, not 10 + 6).
+    even = math.ceil(n / math.ceil(n / per_card))
+    if even < per_card:
+        cols, scale = plan_grid(even, unit_w, unit_h, extra_h, card_width, None,
+                                card_height - header_h)  # fmt: skip
+    return even, cols, scale
+
+
+def card_tags(prefix: str, n: int, per_card: int) -> list[str]:
+    """Tags of a panel's cards: ``prefix`` for one card, else ``prefix/<first>-<last>`` (tile
+    numbers from 1, zero-padded so that TensorBoard's alphabetical order is the tile order)."""
+    if per_card >= n:
+        return [prefix]
+    width = len(str(n))
+    return [
+        f"{prefix}/{start + 1:0{width}d}-{min(start + per_card, n):0{width}d}"
+        for start in range(0, n, per_card)
+    ]
 
 
 def tile(
