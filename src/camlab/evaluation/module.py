@@ -281,6 +281,9 @@ class CamEvaluation(pl.LightningModule):
         self.quantus_gt = (
             "masks" if data.has_masks(split) else "boxes" if data.has_boxes(split) else None
         )
+        # Quantus's RandomLogit draws from 1000 classes unless told the model's number.
+        options = {name: dict(given or {}) for name, given in (options or {}).items()}
+        options.setdefault("random_logit", {}).setdefault("num_classes", data.num_classes)
         self.quantus = nn.ModuleList(
             ExplanationMetrics(metrics, options, masks=self.quantus_gt is not None, seed=seed)
             for _ in self.methods
