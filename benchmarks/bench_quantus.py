@@ -73,6 +73,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import quantus
 
+    # Quantus 0.6.0's calculate_auc calls np.trapz, which NumPy 2.4 removed (same rule).
+    if not hasattr(np, "trapz"):
+        np.trapz = np.trapezoid
+
     torch.manual_seed(0)
     model = getattr(torchvision.models, args.arch)(num_classes=10).eval()
     x, labels = digits(args.n, args.size)
@@ -119,7 +123,10 @@ def main() -> None:
             seed=args.seed, **options,
         )  # fmt: skip
         t_camlab = time.perf_counter() - start
-        return t_quantus, t_camlab, np.asarray(theirs, np.float64), ours.numpy()
+        theirs = np.asarray(theirs, np.float64)
+        if theirs.ndim == 2:  # Quantus gives region perturbation's / selectivity's curves only:
+            theirs = np.trapezoid(theirs, axis=1)  # camlab's score is their trapezoid, dx = 1
+        return t_quantus, t_camlab, theirs, ours.numpy()
 
     for name in names:
         spec = specs[name]
