@@ -16,7 +16,7 @@ NAMES = ["relevance_mass_accuracy", "sparseness", "max_sensitivity", "random_log
 OPTIONS = {"max_sensitivity": {"nr_samples": 3}, "mprt": {"layer_order": "independent"}}
 QUANTUS = [
     "quantus.num_images=6", f"quantus.metrics=[{','.join(NAMES)}]",
-    "+quantus.options.max_sensitivity.nr_samples=3",
+    "quantus.options.max_sensitivity.nr_samples=3",
     "+quantus.options.mprt.layer_order=independent",
 ]  # fmt: skip
 

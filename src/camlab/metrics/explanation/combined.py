@@ -59,7 +59,8 @@ class ExplanationMetrics(Metric):
 
     Args:
         names: metric names (``all_specs``); None = all.
-        options: per-metric option overrides, ``{name: {option: value}}``.
+        options: per-metric option overrides, ``{name: {option: value}}``; a
+            ``features_in_step`` of None is one image row (the images' width).
         masks: whether ground-truth masks are given (else the localisation metrics are left
             out); decided up front so that every DDP rank computes the same metrics.
         seed: base seed of the random metrics; a batch's draws start from ``seed + offset``.
@@ -107,6 +108,8 @@ class ExplanationMetrics(Metric):
             offset: the batch's position (e.g. its first image's index), added to ``seed``.
         """
         for k, (name, (spec, options)) in enumerate(self.metrics.items()):
+            if options.get("features_in_step", 0) is None:  # one image row a step
+                options = {**options, "features_in_step": int(images.shape[-1])}
             if "masks" in spec.needs and masks is None:
                 raise ValueError(f"{name} needs ground-truth masks")
             if "explain" in spec.needs and explain is None:
