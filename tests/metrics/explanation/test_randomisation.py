@@ -99,3 +99,15 @@ def test_random_logit_equals_quantus(options, quantus_batch_size):
     ours, theirs = _both("random_logit", quantus_batch_size, **options)
     assert np.isfinite(theirs).all()
     np.testing.assert_allclose(ours, theirs, **TOL)
+
+
+def test_mprt_runs_inside_inference_mode():
+    # Lightning's test loop runs in inference mode; the randomised copies must still take
+    # gradients (Grad-CAM), and give the same numbers.
+    model, images, labels, maps, _ = digits_case()
+    options = {"layer_order": "bottom_up"}
+    expected = randomisation.mprt(model, images, maps, labels, explain=explain_gradcam, **options)
+    with torch.inference_mode():
+        got = randomisation.mprt(model, images.clone(), maps.clone(), labels.clone(),
+                   explain=explain_gradcam, **options)  # fmt: skip
+    torch.testing.assert_close(got, expected, equal_nan=True, rtol=0, atol=0)

@@ -118,16 +118,19 @@ def random_layer_models(
     """
     if order not in LAYER_ORDERS:
         raise ValueError(f"layer_order {order!r}; valid: {LAYER_ORDERS}")
-    work = copy.deepcopy(model)
-    trained = {k: v.clone() for k, v in work.state_dict().items()}
+    # Outside inference mode (Lightning's test loop runs in it): a copy made inside would hold
+    # inference tensors, which the gradient methods cannot use.
+    with torch.inference_mode(False):
+        work = copy.deepcopy(model)
+        trained = {k: v.clone() for k, v in work.state_dict().items()}
     modules = [(n, m) for n, m in work.named_modules() if hasattr(m, "reset_parameters")]
     if order == "top_down":
         modules = modules[::-1]
     devices = sorted({p.device.index or 0 for p in work.parameters() if p.is_cuda})
     for name, module in modules:
-        if order == "independent":
-            work.load_state_dict(trained)
-        with torch.random.fork_rng(devices=devices):
+        with torch.inference_mode(False), torch.random.fork_rng(devices=devices):
+            if order == "independent":
+                work.load_state_dict(trained)
             torch.manual_seed(seed + 1)
             module.reset_parameters()
         yield name, work
