@@ -22,31 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from camlab.metrics.explanation.base import Spec, quantus_preprocess
+from camlab.metrics.similarity import average_ranks
 
 # Quantus's string baselines for ``batch_baseline_replacement_by_indices`` (one value per image).
 BASELINES = ("black", "white", "mean", "uniform")
-
-
-def _rankdata(x: Tensor) -> Tensor:
-    """SciPy's ``rankdata`` (average ranks for ties, from 1) along the last axis.
-
-    Args:
-        x: ``[B, n]``.
-
-    Returns:
-        ``[B, n]`` float64.
-    """
-    values, order = x.sort(dim=-1)
-    n = x.shape[-1]
-    position = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).expand_as(values)
-    # Tie groups along each sorted row; a group's rank is the mean of its first and last place.
-    new_group = torch.ones_like(values, dtype=torch.bool)
-    new_group[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = new_group.cumsum(-1) - 1
-    first = torch.full_like(position, float(n + 1)).scatter_reduce(-1, group, position, "amin")
-    last = torch.zeros_like(position).scatter_reduce(-1, group, position, "amax")
-    sorted_ranks = (first.gather(-1, group) + last.gather(-1, group)) / 2
-    return torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks)
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
@@ -83,7 +62,7 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``[B]`` float64.
     """
-    return pearson(_rankdata(a.to(torch.float64)), _rankdata(b.to(torch.float64)))
+    return pearson(average_ranks(a.to(torch.float64)), average_ranks(b.to(torch.float64)))
 
 
 SIMILARITY: dict[str, Callable[[Tensor, Tensor], Tensor]] = {

@@ -154,8 +154,8 @@ def top_k_intersection(
     pixels = int(np.prod(images.shape[2:]))
     if k >= pixels:
         raise ValueError(
-            f"top_k_intersection: k={k} must be smaller than the images' {pixels} pixels (Quantus's "
-            "default 1000 is for 224-px images); set a smaller k, e.g. "
+            f"top_k_intersection: k={k} must be smaller than the images' {pixels} pixels "
+            "(Quantus's default 1000 is for 224-px images); set a smaller k, e.g. "
             "quantus.options={top_k_intersection: {k: 100}} in evaluate.py"
         )
     order = _descending_order(a)[:, :k]

@@ -22,26 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlab.metrics.explanation.base import Explain, Spec, quantus_preprocess
+from camlab.metrics.explanation.correlation import pearson, spearman
 from camlab.metrics.explanation.robustness import explain_chunks
-from camlab.metrics.similarity import average_ranks
 
 LAYER_ORDERS = ("top_down", "bottom_up", "independent")
-
-
-def _pearson_nan(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation of each row pair; NaN for a constant row, as scipy gives.
-
-    Args:
-        a, b: ``[N, L]``.
-
-    Returns:
-        ``[N]`` float64.
-    """
-    a, b = a.double(), b.double()
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    r = (a * b).sum(1) / ((a * a).sum(1) * (b * b).sum(1)).sqrt()
-    return r.clamp(-1, 1)  # NaN (0 / 0) stays NaN
 
 
 def _ssim_1d(a: Tensor, b: Tensor, win_size: int = 7) -> Tensor:
@@ -69,8 +53,8 @@ def _ssim_1d(a: Tensor, b: Tensor, win_size: int = 7) -> Tensor:
 
 
 SIMILARITIES = {
-    "correlation_spearman": lambda a, b: _pearson_nan(average_ranks(a), average_ranks(b)),
-    "correlation_pearson": _pearson_nan,
+    "correlation_spearman": spearman,
+    "correlation_pearson": pearson,
     "ssim": _ssim_1d,
 }
 
