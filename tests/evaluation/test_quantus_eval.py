@@ -8,6 +8,7 @@ from camlab.cam import compute_cam
 from camlab.classifier import GAPClassifier
 from camlab.data import ShapesDataModule
 from camlab.errors import CamlabError
+from camlab.evaluation import report
 from camlab.evaluation.module import box_masks
 from camlab.metrics import cams_to_scoremaps
 from camlab.metrics.explanation import ExplanationMetrics
@@ -72,3 +73,17 @@ def test_unknown_metric_and_option_name_the_valid_ones(trained, tmp_path):
     with pytest.raises((ValueError, CamlabError), match="valid: .*nr_samples"):
         evaluate(f"ckpt_path={ckpt}", "metrics=[quantus]", "quantus.metrics=[max_sensitivity]",
                  "+quantus.options.max_sensitivity.samples=3", run_dir=tmp_path)  # fmt: skip
+
+
+def test_table_shows_nan_counts_beside_the_means():
+    metrics = {
+        "cam": {"quantus": {"mprt": -0.05, "sparseness": 0.38}},
+        "gradcam": {"quantus": {"mprt": 0.0166, "mprt_nan": 23, "sparseness": 0.381}},
+        "center": {"max_box_acc_v2": 50.0},  # no Quantus metrics: no column
+    }
+    assert report.format_quantus_table(metrics).splitlines() == [
+        "| metric | cam | gradcam |",
+        "|---|---|---|",
+        "| mprt | -0.05 | 0.0166 (23 NaN) |",
+        "| sparseness | 0.38 | 0.381 |",
+    ]

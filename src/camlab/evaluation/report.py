@@ -194,13 +194,22 @@ def format_sanity_table(metrics: dict[str, dict[str, Any]]) -> str:
 
 
 def format_quantus_table(metrics: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table of the Quantus-parity metrics: a row per metric, a column per method."""
+    """A Markdown table of the Quantus-parity metrics: a row per metric, a column per method;
+    a cell's NaN images (``<name>_nan``, left out of its mean) in brackets."""
     methods = [m for m, values in metrics.items() if "quantus" in values]
     if not methods:
         return ""
-    names = list(dict.fromkeys(n for m in methods for n in metrics[m]["quantus"]))
+    names = [
+        n for n in dict.fromkeys(n for m in methods for n in metrics[m]["quantus"])
+        if not n.endswith("_nan")
+    ]  # fmt: skip
     lines = ["| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for name in names:
-        cells = [metrics[m]["quantus"].get(name, float("nan")) for m in methods]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.4g}" for c in cells) + " |")
+        cells = []
+        for method in methods:
+            values = metrics[method]["quantus"]
+            nan = values.get(f"{name}_nan")
+            cell = f"{values.get(name, float('nan')):.4g}"
+            cells.append(f"{cell} ({nan} NaN)" if nan else cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
