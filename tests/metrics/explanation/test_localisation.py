@@ -40,7 +40,7 @@ CASES = [
     ("attribution_localisation", {"weighted": True, "positive_attributions": True,
                                   "absolute": False, "max_size": 0.1}),
     # Quantus's weighted "data size" is its batch chunk less two images: chunks of 4 and 2.
-    ("attribution_localisation", {"weighted": True, "batch_size": 4, "normalise": False}),
+    ("attribution_localisation", {"weighted": True, "call_batch_size": 4, "normalise": False}),
     ("auc", {}),
     ("auc", {"normalise": False, "absolute": True}),
 ]  # fmt: skip
@@ -64,7 +64,7 @@ def _check(name: str, options: dict, maps: torch.Tensor, masks: torch.Tensor) ->
     options = {**spec.options, **options}
     ref = run_quantus(
         spec.quantus, spec.quantus_kwargs(options), model, images, labels, maps.clone(), masks,
-        batch_size=options.get("batch_size", 64),
+        batch_size=options.get("call_batch_size", 64),
     )  # fmt: skip
     out = spec.fn(model, images, maps, labels, masks=masks, **options)
     assert out.shape == (len(images),) and out.dtype == torch.float64
@@ -152,5 +152,5 @@ def test_specs():
     for spec in SPECS:
         assert spec.needs == ("masks",) and not spec.random
         kwargs = spec.quantus_kwargs(spec.options)
-        assert kwargs["abs"] == spec.options["absolute"] and "batch_size" not in kwargs
+        assert kwargs["abs"] == spec.options["absolute"] and "call_batch_size" not in kwargs
     assert localisation.SPECS is SPECS

@@ -30,17 +30,17 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _both(name: str, quantus_batch_size: int = 64, **options):
+def _both(name: str, call_batch_size: int = 64, **options):
     """(camlab, Quantus) per-image scores of metric ``name`` on the digits case."""
     spec = SPECS[name]
-    options = {**spec.options, "quantus_batch_size": quantus_batch_size, **options}
+    options = {**spec.options, "call_batch_size": call_batch_size, **options}
     model, images, labels, maps, _ = digits_case()
     ours = spec.fn(model, images, maps, labels, explain=explain_gradcam, seed=0, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's constant-input warnings
         theirs = run_quantus(
             spec.quantus, spec.quantus_kwargs(options), model, images, labels, maps,
-            seed=0, explain=True, batch_size=quantus_batch_size,
+            seed=0, explain=True, batch_size=call_batch_size,
         )  # fmt: skip
     assert ours.dtype == torch.float64 and ours.shape == (len(images),)
     return ours.numpy(), theirs
@@ -86,7 +86,7 @@ def test_mprt_layers_equal_quantus_and_leave_the_model_alone():
 
 
 @pytest.mark.parametrize(
-    ("options", "quantus_batch_size"),
+    ("options", "call_batch_size"),
     [
         (dict(num_classes=10), 64),
         (dict(num_classes=10, similarity_func="correlation_spearman", random_seed=5,
@@ -95,8 +95,8 @@ def test_mprt_layers_equal_quantus_and_leave_the_model_alone():
         (dict(num_classes=10, similarity_func="correlation_pearson"), 4),
     ],
 )  # fmt: skip
-def test_random_logit_equals_quantus(options, quantus_batch_size):
-    ours, theirs = _both("random_logit", quantus_batch_size, **options)
+def test_random_logit_equals_quantus(options, call_batch_size):
+    ours, theirs = _both("random_logit", call_batch_size, **options)
     assert np.isfinite(theirs).all()
     np.testing.assert_allclose(ours, theirs, **TOL)
 

@@ -31,17 +31,17 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _both(name: str, seed: int = 1, quantus_batch_size: int = 64, **options):
+def _both(name: str, seed: int = 1, call_batch_size: int = 64, **options):
     """(camlab, Quantus) per-image scores of metric ``name`` on the digits case."""
     spec = SPECS[name]
-    options = {**spec.options, "quantus_batch_size": quantus_batch_size, **options}
+    options = {**spec.options, "call_batch_size": call_batch_size, **options}
     model, images, labels, maps, masks = digits_case()
     ours = spec.fn(model, images, maps, labels, explain=explain_gradcam, seed=seed, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nanmax of all-NaN rows
         theirs = run_quantus(
             spec.quantus, spec.quantus_kwargs(options), model, images, labels, maps,
-            seed=seed, explain=True, batch_size=quantus_batch_size,
+            seed=seed, explain=True, batch_size=call_batch_size,
         )  # fmt: skip
     assert ours.dtype == torch.float64 and ours.shape == (len(images),)
     return ours.numpy(), theirs
@@ -74,7 +74,7 @@ def test_options_equal_quantus(name, options):
 def test_two_quantus_batches_equal_quantus(name):
     # Two Quantus batches (4 + 2 images): the draws run batch by batch, and the perturbed maps
     # are normalised over one batch's sample.
-    ours, theirs = _both(name, seed=3, quantus_batch_size=4, nr_samples=6, normalise=True)
+    ours, theirs = _both(name, seed=3, call_batch_size=4, nr_samples=6, normalise=True)
     np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=0)
 
 

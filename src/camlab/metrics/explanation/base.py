@@ -9,8 +9,9 @@ depend on how images are batched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,7 +66,6 @@ class Spec:
         quantus: the Quantus 0.6.0 class name.
         quantus_kwargs: ``(options) -> kwargs`` of the Quantus constructor giving the same metric.
         needs: ``masks`` (localisation) and/or ``explain`` (robustness, randomisation).
-        options: camlab's defaults, Quantus's defaults unless a note says otherwise.
         random: whether the metric draws random numbers (``seed`` matters).
     """
 
@@ -74,5 +74,18 @@ class Spec:
     quantus: str
     quantus_kwargs: Callable[[dict[str, Any]], dict[str, Any]]
     needs: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
     random: bool = False
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The metric's options and their defaults (Quantus's): ``fn``'s keyword arguments but
+        the inputs, the seed and the forward chunk size (``batch_size``)."""
+        parameters = inspect.signature(self.fn).parameters.values()
+        return {
+            p.name: p.default
+            for p in parameters
+            if p.kind is p.KEYWORD_ONLY and p.name not in NOT_OPTIONS
+        }
+
+
+NOT_OPTIONS = ("masks", "explain", "seed", "batch_size")

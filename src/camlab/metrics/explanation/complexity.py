@@ -101,13 +101,11 @@ SPECS: tuple[Spec, ...] = (
         fn=sparseness,
         quantus="Sparseness",
         quantus_kwargs=_quantus_kwargs,
-        options={"normalise": True, "absolute": True},
     ),
     Spec(
         name="complexity",
         fn=complexity,
         quantus="Complexity",
         quantus_kwargs=_quantus_kwargs,
-        options={"normalise": True, "absolute": True},
     ),
 )

@@ -224,16 +224,6 @@ SPECS: tuple[Spec, ...] = (
         fn=irof,
         quantus="IROF",
         quantus_kwargs=_irof_kwargs,
-        options={
-            "segmentation_method": "slic",
-            "perturb_baseline": "mean",
-            "normalise": True,
-            "absolute": False,
-            "softmax": True,
-            "uniform_low": 0.0,
-            "uniform_high": 1.0,
-            "call_batch_size": 64,
-        },
         random=True,
     ),
 )

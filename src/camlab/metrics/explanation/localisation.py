@@ -183,7 +183,7 @@ def attribution_localisation(
     positive_attributions: bool = False,
     normalise: bool = True,
     absolute: bool = True,
-    batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> Tensor:
     """Share of the (positive) relevance inside the mask, optionally weighted by the mask's
     relative size (Quantus ``AttributionLocalisation``).
@@ -192,12 +192,12 @@ def attribution_localisation(
         images: ``[N, C, H, W]``.
         maps: ``[N, H, W]``.
         masks: ``[N, H, W]`` bool ground truth.
-        weighted: multiply by Quantus's size ratio (see ``batch_size``).
+        weighted: multiply by Quantus's size ratio (see ``call_batch_size``).
         max_size: Quantus only warns when a mask is larger than this share; scores unchanged.
         positive_attributions: clip the preprocessed map at 0 first.
         normalise: Quantus's ``normalise``.
         absolute: Quantus's ``abs`` (default True here).
-        batch_size: the ``batch_size`` of Quantus's call; it matters only to ``weighted``.
+        call_batch_size: the ``batch_size`` of Quantus's call; it matters only to ``weighted``.
 
     Returns:
         ``[N]`` float64; NaN where the mask is empty or the ratio exceeds 1.
@@ -215,8 +215,8 @@ def attribution_localisation(
         # Quantus's "data size" is ``x_batch[2:].size``: the pixels of its batch chunk less two
         # images, not one image's; chunks of <= 2 images give 0 and so inf (or 0 * inf = NaN).
         n = images.shape[0]
-        chunk = torch.arange(n, device=a.device) // batch_size
-        chunk_len = torch.clamp(n - chunk * batch_size, max=batch_size)
+        chunk = torch.arange(n, device=a.device) // call_batch_size
+        chunk_len = torch.clamp(n - chunk * call_batch_size, max=call_batch_size)
         data = (chunk_len - 2).clamp_min(0) * images[0].numel()
         ratio = ratio * (size.to(torch.float64) / data.to(torch.float64))
     return ratio
@@ -276,8 +276,8 @@ def auc(
 
 def _quantus_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     """camlab's options as Quantus constructor kwargs (``absolute`` -> ``abs``; the call's
-    ``batch_size`` is not a constructor option)."""
-    kwargs = {k: v for k, v in options.items() if k not in ("absolute", "batch_size")}
+    ``call_batch_size`` is not a constructor option)."""
+    kwargs = {k: v for k, v in options.items() if k not in ("absolute", "call_batch_size")}
     return {**kwargs, "abs": options["absolute"]}
 
 
@@ -288,7 +288,6 @@ SPECS: tuple[Spec, ...] = (
         quantus="RelevanceMassAccuracy",
         quantus_kwargs=_quantus_kwargs,
         needs=("masks",),
-        options={"normalise": True, "absolute": False},
     ),
     Spec(
         name="relevance_rank_accuracy",
@@ -296,7 +295,6 @@ SPECS: tuple[Spec, ...] = (
         quantus="RelevanceRankAccuracy",
         quantus_kwargs=_quantus_kwargs,
         needs=("masks",),
-        options={"normalise": True, "absolute": False},
     ),
     Spec(
         name="top_k_intersection",
@@ -304,7 +302,6 @@ SPECS: tuple[Spec, ...] = (
         quantus="TopKIntersection",
         quantus_kwargs=_quantus_kwargs,
         needs=("masks",),
-        options={"k": 1000, "concept_influence": False, "normalise": True, "absolute": False},
     ),
     Spec(
         name="attribution_localisation",
@@ -312,14 +309,6 @@ SPECS: tuple[Spec, ...] = (
         quantus="AttributionLocalisation",
         quantus_kwargs=_quantus_kwargs,
         needs=("masks",),
-        options={
-            "weighted": False,
-            "max_size": 1.0,
-            "positive_attributions": False,
-            "normalise": True,
-            "absolute": True,
-            "batch_size": 64,
-        },
     ),
     Spec(
         name="auc",
@@ -327,6 +316,5 @@ SPECS: tuple[Spec, ...] = (
         quantus="AUC",
         quantus_kwargs=_quantus_kwargs,
         needs=("masks",),
-        options={"normalise": True, "absolute": False},
     ),
 )

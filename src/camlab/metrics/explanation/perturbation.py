@@ -528,7 +528,6 @@ SPECS: tuple[Spec, ...] = (
             **_common(o),
             "return_auc_per_sample": True,
         },
-        options={"features_in_step": 1, **_COMMON},
     ),
     Spec(
         name="region_perturbation",
@@ -541,7 +540,6 @@ SPECS: tuple[Spec, ...] = (
             "regions_evaluation": o["regions_evaluation"],
             **_common(o),
         },
-        options={"patch_size": 8, "order": "morf", "regions_evaluation": 100, **_COMMON},
     ),
     Spec(
         name="selectivity",
@@ -549,6 +547,5 @@ SPECS: tuple[Spec, ...] = (
         quantus="Selectivity",
         # Quantus returns the curves (it has no return_auc_per_sample); the score is their AUC
         quantus_kwargs=lambda o: {"patch_size": o["patch_size"], **_common(o)},
-        options={"patch_size": 8, **_COMMON},
     ),
 )

@@ -73,17 +73,17 @@ def _explain_preprocessed(
     normalise: bool,
     absolute: bool,
     batch_size: int,
-    quantus_batch_size: int,
+    call_batch_size: int,
 ) -> Tensor:
     """The method's maps, preprocessed as Quantus's ``explain_batch`` does: normalised over each
-    of its batches of ``quantus_batch_size`` images.
+    of its batches of ``call_batch_size`` images.
 
     Returns:
         ``[N, H, W]`` float64.
     """
     maps = explain_chunks(explain, model, images, targets, batch_size)
     return torch.cat(
-        [quantus_preprocess(m, normalise, absolute) for m in maps.split(quantus_batch_size)]
+        [quantus_preprocess(m, normalise, absolute) for m in maps.split(call_batch_size)]
     )
 
 
@@ -136,7 +136,7 @@ def mprt_layers(
     skip_layers: bool = False,
     normalise: bool = True,
     absolute: bool = True,
-    quantus_batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> dict[str, Tensor]:
     """MPRT's per-layer similarities, Quantus ``MPRT``'s default return value.
 
@@ -157,7 +157,7 @@ def mprt_layers(
             ``torch.manual_seed(random_seed + 1)``.
         skip_layers: only the fully randomised model (plus ``"original"``).
         normalise, absolute: Quantus's ``normalise`` / ``abs`` of every map.
-        quantus_batch_size: Quantus's call ``batch_size`` (the re-explained maps are normalised
+        call_batch_size: Quantus's call ``batch_size`` (the re-explained maps are normalised
             over each such batch).
 
     Returns:
@@ -169,7 +169,7 @@ def mprt_layers(
     a = quantus_preprocess(maps, normalise, absolute)
     run = dict(
         explain=explain, images=images.to(torch.float32), targets=labels, normalise=normalise,
-        absolute=absolute, batch_size=batch_size, quantus_batch_size=quantus_batch_size,
+        absolute=absolute, batch_size=batch_size, call_batch_size=call_batch_size,
     )  # fmt: skip
     out = {"original": _similarity(similarity_func, a, _explain_preprocessed(model=model, **run))}
     count = sum(hasattr(m, "reset_parameters") for m in model.modules())
@@ -202,7 +202,7 @@ def mprt(
     skip_layers: bool = False,
     normalise: bool = True,
     absolute: bool = True,
-    quantus_batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> Tensor:
     """MPRT per image: Quantus's ``return_average_correlation=True`` (the mean over the layers
     and, as 0.6.0 does, the ``"original"`` entry too), or with ``return_last_correlation`` the
@@ -217,7 +217,7 @@ def mprt(
         model, images, maps, labels, explain=explain, batch_size=batch_size,
         layer_order=layer_order, similarity_func=similarity_func, random_seed=random_seed,
         skip_layers=skip_layers, normalise=normalise, absolute=absolute,
-        quantus_batch_size=quantus_batch_size,
+        call_batch_size=call_batch_size,
     )  # fmt: skip
     stacked = torch.stack(list(layers.values()))
     return stacked[-1] if return_last_correlation else stacked.mean(0)
@@ -238,7 +238,7 @@ def random_logit(
     random_seed: int = 42,
     normalise: bool = True,
     absolute: bool = False,
-    quantus_batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> Tensor:
     """Random Logit (Quantus ``RandomLogit``): similarity of the map of the label and the map of
     a random other class.
@@ -260,14 +260,14 @@ def random_logit(
         similarity_func: ``"ssim"``, ``"correlation_spearman"`` or ``"correlation_pearson"``.
         random_seed: Quantus's ``seed``.
         normalise, absolute: Quantus's ``normalise`` / ``abs`` of every map.
-        quantus_batch_size: Quantus's call ``batch_size`` (re-seeding and normalising groups).
+        call_batch_size: Quantus's call ``batch_size`` (re-seeding and normalising groups).
 
     Returns:
         ``[N]`` float64.
     """
     if explain is None:
         raise ValueError("random_logit needs the explanation method (explain)")
-    sizes = [len(c) for c in labels.split(quantus_batch_size)]
+    sizes = [len(c) for c in labels.split(call_batch_size)]
     # Index among the classes other than the label, then shifted past the label.
     off = np.concatenate(
         [np.random.RandomState(random_seed).randint(0, num_classes - 1, n) for n in sizes]
@@ -277,7 +277,7 @@ def random_logit(
     a = quantus_preprocess(maps, normalise, absolute)
     a_off = _explain_preprocessed(
         explain, model, images.to(torch.float32), others, normalise, absolute, batch_size,
-        quantus_batch_size,
+        call_batch_size,
     )  # fmt: skip
     return _similarity(similarity_func, a, a_off)
 
@@ -312,27 +312,9 @@ def _random_logit_kwargs(options: dict[str, Any]) -> dict[str, Any]:
 SPECS: tuple[Spec, ...] = (
     Spec(
         "mprt", mprt, "MPRT", _mprt_kwargs, needs=("explain",), random=True,
-        options={
-            "layer_order": "top_down",
-            "similarity_func": "correlation_spearman",
-            "random_seed": 42,
-            "return_last_correlation": False,
-            "skip_layers": False,
-            "normalise": True,
-            "absolute": True,
-            "quantus_batch_size": 64,  # Quantus's __call__ batch_size, not a constructor option
-        },
     ),
     Spec(
         "random_logit", random_logit, "RandomLogit", _random_logit_kwargs, needs=("explain",),
         random=True,
-        options={
-            "num_classes": 1000,
-            "similarity_func": "ssim",
-            "random_seed": 42,
-            "normalise": True,
-            "absolute": False,
-            "quantus_batch_size": 64,
-        },
     ),
 )  # fmt: skip

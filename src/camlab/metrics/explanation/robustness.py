@@ -5,7 +5,7 @@
 - Local Lipschitz Estimate (Alvarez-Melis & Jaakkola, 2018): the largest
   ``||a(x) - a(x + g)|| / ||x - (x + g)||`` over ``nr_samples`` gaussian noises ``g``.
 
-Quantus 0.6.0 loops over its batches of ``quantus_batch_size`` images and, within a batch, over
+Quantus 0.6.0 loops over its batches of ``call_batch_size`` images and, within a batch, over
 the samples, drawing one noise array per (batch, sample) from NumPy's global generator and
 explaining the batch's perturbed copies together; those explanations are normalised over that
 one (batch, sample) group. Here the noise comes from the same stream in the same order, and the
@@ -80,7 +80,7 @@ def _perturbed_scores(
     normalise: bool,
     absolute: bool,
     return_nan_when_prediction_changes: bool,
-    quantus_batch_size: int,
+    call_batch_size: int,
 ) -> Tensor:
     """Per-image, per-sample scores of one robustness metric, ``[N, nr_samples]`` float64.
 
@@ -96,8 +96,8 @@ def _perturbed_scores(
     a_all = quantus_preprocess(maps, normalise, absolute).flatten(1)  # over the whole call
     x_all = images.to(torch.float32)
     out = torch.full((n, nr_samples), float("nan"), dtype=torch.float64, device=images.device)
-    for start in range(0, n, quantus_batch_size):
-        rows = slice(start, min(start + quantus_batch_size, n))
+    for start in range(0, n, call_batch_size):
+        rows = slice(start, min(start + call_batch_size, n))
         x, y, a = x_all[rows], labels[rows], a_all[rows]
         b = len(x)
         x_flat = x.flatten(1)
@@ -156,12 +156,12 @@ def _sensitivity(
     normalise: bool,
     absolute: bool,
     return_nan_when_prediction_changes: bool,
-    quantus_batch_size: int,
+    call_batch_size: int,
 ) -> Tensor:
     scores = _perturbed_scores(
         model, images, maps, labels, explain, seed, batch_size, nr_samples,
         _uniform(lower_bound, upper_bound), _sensitivity_score(norm_numerator, norm_denominator),
-        normalise, absolute, return_nan_when_prediction_changes, quantus_batch_size,
+        normalise, absolute, return_nan_when_prediction_changes, call_batch_size,
     )  # fmt: skip
     return _reduce(scores, reduce, return_nan_when_prediction_changes)
 
@@ -195,7 +195,7 @@ def max_sensitivity(
     normalise: bool = False,
     absolute: bool = False,
     return_nan_when_prediction_changes: bool = False,
-    quantus_batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> Tensor:
     """Max-Sensitivity (Quantus ``MaxSensitivity``): the largest relative change of the map
     over ``nr_samples`` uniformly perturbed inputs.
@@ -215,7 +215,7 @@ def max_sensitivity(
         normalise, absolute: Quantus's ``normalise`` / ``abs`` of every map.
         return_nan_when_prediction_changes: NaN samples whose predicted class changed, and
             NaN images with any (else such samples are left out).
-        quantus_batch_size: Quantus's call ``batch_size``; it fixes the draw order and the
+        call_batch_size: Quantus's call ``batch_size``; it fixes the draw order and the
             groups the perturbed maps are normalised over.
 
     Returns:
@@ -224,7 +224,7 @@ def max_sensitivity(
     return _sensitivity(
         "max", model, images, maps, labels, explain, seed, batch_size, nr_samples, lower_bound,
         upper_bound, norm_numerator, norm_denominator, normalise, absolute,
-        return_nan_when_prediction_changes, quantus_batch_size,
+        return_nan_when_prediction_changes, call_batch_size,
     )  # fmt: skip
 
 
@@ -246,7 +246,7 @@ def avg_sensitivity(
     normalise: bool = False,
     absolute: bool = False,
     return_nan_when_prediction_changes: bool = False,
-    quantus_batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> Tensor:
     """Avg-Sensitivity (Quantus ``AvgSensitivity``): the mean relative change of the map over
     ``nr_samples`` uniformly perturbed inputs. Arguments as ``max_sensitivity``.
@@ -257,7 +257,7 @@ def avg_sensitivity(
     return _sensitivity(
         "mean", model, images, maps, labels, explain, seed, batch_size, nr_samples, lower_bound,
         upper_bound, norm_numerator, norm_denominator, normalise, absolute,
-        return_nan_when_prediction_changes, quantus_batch_size,
+        return_nan_when_prediction_changes, call_batch_size,
     )  # fmt: skip
 
 
@@ -279,7 +279,7 @@ def local_lipschitz_estimate(
     normalise: bool = True,
     absolute: bool = False,
     return_nan_when_prediction_changes: bool = False,
-    quantus_batch_size: int = 64,
+    call_batch_size: int = 64,
 ) -> Tensor:
     """Local Lipschitz Estimate (Quantus ``LocalLipschitzEstimate``): the largest
     ``d(a, a') / (d(x, x') + 1e-10)`` over ``nr_samples`` gaussian perturbations ``x'``.
@@ -302,7 +302,7 @@ def local_lipschitz_estimate(
 
     scores = _perturbed_scores(
         model, images, maps, labels, explain, seed, batch_size, nr_samples, draw, score,
-        normalise, absolute, return_nan_when_prediction_changes, quantus_batch_size,
+        normalise, absolute, return_nan_when_prediction_changes, call_batch_size,
     )  # fmt: skip
     return _reduce(scores, "max", return_nan_when_prediction_changes)
 
@@ -340,40 +340,17 @@ def _lipschitz_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_COMMON = {
-    "nr_samples": 200,
-    "absolute": False,
-    "return_nan_when_prediction_changes": False,
-    "quantus_batch_size": 64,  # Quantus's __call__ batch_size, not a constructor option
-}
-_SENSITIVITY = {
-    **_COMMON,
-    "lower_bound": 0.2,
-    "upper_bound": None,
-    "norm_numerator": "fro_norm",
-    "norm_denominator": "fro_norm",
-    "normalise": False,
-}
-
 SPECS: tuple[Spec, ...] = (
     Spec(
         "max_sensitivity", max_sensitivity, "MaxSensitivity", _sensitivity_kwargs,
-        needs=("explain",), options=dict(_SENSITIVITY), random=True,
+        needs=("explain",), random=True,
     ),
     Spec(
         "avg_sensitivity", avg_sensitivity, "AvgSensitivity", _sensitivity_kwargs,
-        needs=("explain",), options=dict(_SENSITIVITY), random=True,
+        needs=("explain",), random=True,
     ),
     Spec(
         "local_lipschitz_estimate", local_lipschitz_estimate, "LocalLipschitzEstimate",
         _lipschitz_kwargs, needs=("explain",), random=True,
-        options={
-            **_COMMON,
-            "perturb_mean": 0.0,
-            "perturb_std": 0.1,
-            "norm_numerator": "distance_euclidean",
-            "norm_denominator": "distance_euclidean",
-            "normalise": True,
-        },
     ),
 )  # fmt: skip
