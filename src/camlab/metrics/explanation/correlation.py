@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from camlab.metrics.explanation.base import Spec, quantus_preprocess
+from camlab.metrics.explanation.base import Spec, predict, quantus_preprocess
 from camlab.metrics.similarity import average_ranks
 
 # Quantus's string baselines for ``batch_baseline_replacement_by_indices`` (one value per image).
@@ -99,8 +99,7 @@ def target_scores(
         images = torch.cat([p[0] for p in held]).to(torch.float32)
         classes = torch.cat([p[1] for p in held])
         for chunk, cls in zip(images.split(batch_size), classes.split(batch_size), strict=True):
-            logits = model(chunk)
-            scores = logits.softmax(-1) if softmax else logits
+            scores = predict(model, chunk, softmax, batch_size)
             out.append(scores.gather(1, cls[:, None].to(scores.device))[:, 0].float())
         held.clear()
 
