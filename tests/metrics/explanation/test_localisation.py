@@ -72,7 +72,10 @@ def _check(name: str, options: dict, maps: torch.Tensor, masks: torch.Tensor) ->
         np.testing.assert_array_equal(out.numpy(), ref)
     else:
         float32 = maps.dtype == torch.float32 and name in FLOAT32_SUMS
-        np.testing.assert_allclose(out.numpy(), ref, rtol=2e-6 if float32 else 1e-12, atol=0)
+        # Quantus's float32 sums: ~1e-7 absolute, which a signed map's near-zero mass (the
+        # total cancels) turns into 1e-5 relative under ATEN_CPU_CAPABILITY=default / avx2.
+        tolerance = {"rtol": 2e-6, "atol": 1e-6} if float32 else {"rtol": 1e-12, "atol": 0}
+        np.testing.assert_allclose(out.numpy(), ref, **tolerance)
 
 
 @pytest.mark.parametrize("kind", ["float32", "float64", "signed", "ties"])
